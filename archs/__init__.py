@@ -1,0 +1,1 @@
+"""Backbones for the TSN wrapper."""

@@ -1,0 +1,1 @@
+"""LSNet library code: datasets, transforms, temporal modules and the TSN wrapper."""

@@ -1,0 +1,1 @@
+"""Command-line tools: data preparation, synthetic data, benchmarks, demo, export."""
