@@ -1,0 +1,296 @@
+"""Training and validation loops, learning-rate schedule, and reproducible data order.
+
+The loops take everything explicitly (model, loader, optimizer, device, world); they know nothing
+about argparse.  Distributed runs reduce per-step statistics across processes, so every process
+agrees on the logged numbers, on a non-finite loss, and on an interrupt request.
+"""
+import contextlib
+import logging
+import math
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, Sampler
+
+from ops.errors import LSNetError
+from ops.utils import topk_correct
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(LSNetError):
+    """The training loss became NaN or infinite; the run stops without saving."""
+
+
+# ---------------------------------------------------------------- learning rate
+
+class LRSchedule:
+    """Step or cosine decay per epoch (reference semantics), with an optional linear warm-up.
+
+    Each optimizer group gets ``lr = base * factor * lr_mult`` and ``weight_decay = wd * decay_mult``.
+    The warm-up ramps the factor linearly per step over the first ``warmup`` epochs.
+    """
+
+    def __init__(self, base_lr, weight_decay, lr_type='step', lr_steps=(), epochs=1, warmup=0.0):
+        if lr_type not in ('step', 'cos'):
+            raise LSNetError('--lr_type {!r}: expected step or cos'.format(lr_type))
+        self.base_lr = float(base_lr)
+        self.weight_decay = float(weight_decay)
+        self.lr_type = lr_type
+        self.lr_steps = [float(s) for s in lr_steps]
+        self.epochs = int(epochs)
+        self.warmup = float(warmup)
+        self.last_epoch = 0
+        self.last_step = 0
+        self.last_factor = 1.0
+
+    def factor(self, epoch, step=0, steps_per_epoch=1):
+        if self.lr_type == 'step':
+            f = 0.1 ** sum(epoch >= s for s in self.lr_steps)
+        else:
+            f = 0.5 * (1 + math.cos(math.pi * epoch / max(self.epochs, 1)))
+        if self.warmup > 0:
+            progress = epoch + (step + 1) / max(steps_per_epoch, 1)
+            if progress < self.warmup:
+                f *= progress / self.warmup
+        return f
+
+    def apply(self, optimizer, epoch, step=0, steps_per_epoch=1):
+        """Set every group's lr / weight decay for this step; returns the base lr in force."""
+        f = self.factor(epoch, step, steps_per_epoch)
+        for g in optimizer.param_groups:
+            g['lr'] = self.base_lr * f * g.get('lr_mult', 1)
+            g['weight_decay'] = self.weight_decay * g.get('decay_mult', 1)
+        self.last_epoch, self.last_step, self.last_factor = epoch, step, f
+        return self.base_lr * f
+
+    def state_dict(self):
+        return {'base_lr': self.base_lr, 'weight_decay': self.weight_decay, 'lr_type': self.lr_type,
+                'lr_steps': list(self.lr_steps), 'epochs': self.epochs, 'warmup': self.warmup,
+                'last_epoch': self.last_epoch, 'last_step': self.last_step,
+                'last_factor': self.last_factor}
+
+    def load_state_dict(self, state):
+        """Restore the position only; the schedule's shape comes from the command line."""
+        self.last_epoch = int(state.get('last_epoch', 0))
+        self.last_step = int(state.get('last_step', 0))
+        self.last_factor = float(state.get('last_factor', 1.0))
+
+
+# ---------------------------------------------------------------- reproducible data order
+
+def derive_seed(*parts):
+    """A 31-bit seed mixing integers (run seed, epoch, index, rank, ...)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0]) & 0x7FFFFFFF
+
+
+class EpochSeededDataset(Dataset):
+    """Wraps a dataset so item ``i`` of epoch ``e`` is drawn with its own seed (run seed, e, i).
+
+    Random crops, flips and segment offsets then do not depend on the number of loader workers
+    or processes, so a resumed or distributed run sees exactly the clips a single run would.
+    The global generators are restored after each item.
+    """
+
+    def __init__(self, dataset, seed):
+        self.dataset = dataset
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getattr__(self, name):
+        if name == 'dataset':
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, index):
+        s = derive_seed(self.seed, self.epoch, index)
+        states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+
+
+class ShardSampler(Sampler):
+    """Indices ``rank, rank + world, ...`` in order, without padding (exact distributed validation)."""
+
+    def __init__(self, length, world_size=1, rank=0):
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+# ---------------------------------------------------------------- loops
+
+class World:
+    """Process-group facts the loops need (a single process is ``World()``)."""
+
+    def __init__(self, rank=0, size=1):
+        self.rank = rank
+        self.size = size
+
+    @property
+    def distributed(self):
+        return self.size > 1 and dist.is_available() and dist.is_initialized()
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def all_sum(self, t):
+        if self.distributed:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    def barrier(self):
+        if self.distributed:
+            dist.barrier()
+
+
+def autocast_context(device, amp):
+    """bf16 autocast on CPU, fp16 on CUDA, nothing when ``amp`` is off."""
+    if not amp:
+        return contextlib.nullcontext()
+    if device.type == 'cuda':
+        return torch.autocast('cuda', dtype=torch.float16)
+    return torch.autocast('cpu', dtype=torch.bfloat16)
+
+
+def _progress(loader, desc, enabled):
+    from tqdm import tqdm
+    quiet = not (enabled and sys.stderr.isatty())
+    return tqdm(loader, desc=desc, disable=quiet, leave=False, dynamic_ncols=True)
+
+
+def _to_device(x, device, channels_last):
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def train_one_epoch(model, loader, criterion, optimizer, schedule, epoch, *, device,
+                    world=None, amp=False, scaler=None, clip_gradient=None, channels_last=False,
+                    print_freq=20, should_stop=None, on_step=None):
+    """One pass over ``loader``; returns a dict of loss, top1, top5, clips/s, steps, interrupted.
+
+    Raises :class:`NonFiniteLoss` (before any weight update from that step) when the loss is not
+    finite on any process.  ``should_stop()`` is polled each step (all processes agree through the
+    reduced statistics) and ends the epoch early with ``interrupted=True``.
+    ``on_step(global_step, stats)`` receives per-step scalars for logging.
+    """
+    world = world or World()
+    model.train()
+    steps = len(loader)
+    sums = torch.zeros(4, dtype=torch.float64)  # loss*n, top1 hits, top5 hits, n
+    t0 = time.time()
+    interrupted = False
+    bar = _progress(loader, 'epoch {}'.format(epoch), world.is_main)
+    step = -1
+    for step, (clips, target) in enumerate(bar):
+        lr = schedule.apply(optimizer, epoch, step, steps)
+        clips = _to_device(clips, device, channels_last)
+        target = target.to(device, non_blocking=True)
+        with autocast_context(device, amp):
+            output = model(clips)
+        loss = criterion(output.float(), target)
+
+        n = target.size(0)
+        c1, c5 = topk_correct(output.detach().float(), target, (1, 5))
+        stop = 1.0 if (should_stop is not None and should_stop()) else 0.0
+        stats = torch.tensor([loss.item() * n, c1, c5, n, stop,
+                              0.0 if math.isfinite(loss.item()) else 1.0], dtype=torch.float64)
+        world.all_sum(stats)
+        if stats[5] > 0:
+            raise NonFiniteLoss('loss is {} at epoch {} step {}/{} (lr {:.3g}); stopped before the update, '
+                                'no checkpoint written from these weights; lower --lr or set --gd'
+                                .format(loss.item() if not math.isfinite(loss.item()) else 'not finite on another process',
+                                        epoch, step, steps, lr))
+
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            if clip_gradient is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_gradient)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            if clip_gradient is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_gradient)
+            optimizer.step()
+
+        sums += stats[:4]
+        seen = sums[3].item()
+        rate = seen / max(time.time() - t0, 1e-9)
+        step_loss = stats[0].item() / max(stats[3].item(), 1)
+        if world.is_main:
+            bar.set_postfix(loss='{:.4f}'.format(sums[0].item() / seen),
+                            top1='{:.1f}'.format(100 * sums[1].item() / seen),
+                            clips_s='{:.1f}'.format(rate), lr='{:.2g}'.format(lr))
+            if print_freq and step % print_freq == 0:
+                log.info('Epoch: [%d][%d/%d], lr: %.5f\tLoss %.4f (%.4f)\tPrec@1 %.3f\tPrec@5 %.3f\t%.1f clips/s',
+                         epoch, step, steps, lr, step_loss, sums[0].item() / seen,
+                         100 * sums[1].item() / seen, 100 * sums[2].item() / seen, rate)
+        if on_step is not None:
+            on_step(epoch * steps + step, {'loss/train_step': step_loss, 'lr': lr})
+        if stats[4] > 0:
+            interrupted = True
+            break
+    bar.close()
+    seen = max(sums[3].item(), 1)
+    return {'loss': sums[0].item() / seen, 'top1': 100 * sums[1].item() / seen,
+            'top5': 100 * sums[2].item() / seen, 'clips_per_s': sums[3].item() / max(time.time() - t0, 1e-9),
+            'steps': step + 1, 'interrupted': interrupted}
+
+
+@torch.no_grad()
+def validate(model, loader, criterion, *, device, world=None, amp=False, channels_last=False):
+    """Loss / top-1 / top-5 over ``loader`` (summed over processes when distributed)."""
+    world = world or World()
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64)
+    bar = _progress(loader, 'val', world.is_main)
+    for clips, target in bar:
+        clips = _to_device(clips, device, channels_last)
+        target = target.to(device, non_blocking=True)
+        with autocast_context(device, amp):
+            output = model(clips)
+        output = output.float()
+        loss = criterion(output, target)
+        n = target.size(0)
+        c1, c5 = topk_correct(output, target, (1, 5))
+        sums += torch.tensor([loss.item() * n, c1, c5, n], dtype=torch.float64)
+    bar.close()
+    world.all_sum(sums)
+    seen = max(sums[3].item(), 1)
+    return {'loss': sums[0].item() / seen, 'top1': 100 * sums[1].item() / seen,
+            'top5': 100 * sums[2].item() / seen, 'count': int(sums[3].item())}
+
+
+def parameters_finite(model):
+    """True when every parameter and buffer of ``model`` is finite."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            return False
+    return True

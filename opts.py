@@ -1,0 +1,163 @@
+"""Command-line options of ``main.py`` and ``test_models.py``.
+
+Every flag of the TSM reference keeps its name and default (except ``--arch``, whose default is
+``resnet50`` instead of ``BNInception``).  Flags that the reference does not have are additive and
+live in their own argument groups.
+"""
+import argparse
+
+DEVICE_CHOICES = ('auto', 'cpu', 'cuda')
+MODALITIES = ('RGB', 'Flow', 'RGBDiff')
+TEST_CROPS = (1, 3, 5, 10)
+
+
+def _add_device_flags(group):
+    group.add_argument('--device', default='auto', choices=DEVICE_CHOICES,
+                       help='where to run: auto picks CUDA when present, else CPU')
+
+
+def _add_dataset_flags(group):
+    group.add_argument('--category_file', type=str, default=None,
+                       help='class names, one per line (custom datasets)')
+    group.add_argument('--image_tmpl', type=str, default=None,
+                       help='frame file template, e.g. img_{:05d}.jpg (default: per dataset)')
+
+
+def build_train_parser():
+    """Parser of ``main.py`` (training, fine-tuning, validation)."""
+    p = argparse.ArgumentParser(description='Train TSN / TSM / LSNet video action recognition models')
+    p.add_argument('dataset', type=str)
+    p.add_argument('modality', type=str, choices=MODALITIES)
+    p.add_argument('--train_list', type=str, default='')
+    p.add_argument('--val_list', type=str, default='')
+    p.add_argument('--root_path', type=str, default='')
+    # ========================= Model Configs ==========================
+    p.add_argument('--arch', type=str, default='resnet50')
+    p.add_argument('--num_segments', type=int, default=3)
+    p.add_argument('--consensus_type', type=str, default='avg')
+    p.add_argument('--k', type=int, default=3)
+    p.add_argument('--dropout', '--do', default=0.5, type=float, metavar='DO',
+                   help='dropout ratio (default: 0.5)')
+    p.add_argument('--loss_type', type=str, default='nll', choices=['nll'])
+    p.add_argument('--img_feature_dim', default=256, type=int,
+                   help='the feature dimension for each frame (kept for compatibility)')
+    p.add_argument('--suffix', type=str, default=None)
+    p.add_argument('--pretrain', type=str, default='imagenet', choices=['imagenet', 'none'])
+    p.add_argument('--tune_from', type=str, default=None, help='fine-tune from checkpoint')
+    # ========================= Learning Configs ==========================
+    p.add_argument('--epochs', default=120, type=int, metavar='N', help='number of total epochs to run')
+    p.add_argument('-b', '--batch-size', default=128, type=int, metavar='N',
+                   help='mini-batch size, summed over all processes (default: 128)')
+    p.add_argument('--lr', '--learning-rate', default=0.001, type=float, metavar='LR',
+                   help='initial learning rate')
+    p.add_argument('--lr_type', default='step', type=str, choices=['step', 'cos'], metavar='LRtype',
+                   help='learning rate schedule: step or cos')
+    p.add_argument('--lr_steps', default=[50, 100], type=float, nargs='+', metavar='LRSteps',
+                   help='epochs to decay learning rate by 10')
+    p.add_argument('--momentum', default=0.9, type=float, metavar='M', help='momentum')
+    p.add_argument('--weight-decay', '--wd', default=5e-4, type=float, metavar='W',
+                   help='weight decay (default: 5e-4)')
+    p.add_argument('--clip-gradient', '--gd', default=None, type=float, metavar='W',
+                   help='gradient norm clipping (default: disabled)')
+    p.add_argument('--no_partialbn', '--npb', default=False, action='store_true')
+    # ========================= Monitor Configs ==========================
+    p.add_argument('--print-freq', '-p', default=20, type=int, metavar='N',
+                   help='print frequency in steps (default: 20)')
+    p.add_argument('--eval-freq', '-ef', default=5, type=int, metavar='N',
+                   help='evaluation frequency in epochs (default: 5)')
+    # ========================= Runtime Configs ==========================
+    p.add_argument('-j', '--workers', default=8, type=int, metavar='N',
+                   help='number of data loading workers (default: 8)')
+    p.add_argument('--resume', default='', type=str, metavar='PATH',
+                   help='checkpoint file, or run folder whose ckpt.pth.tar to continue from')
+    p.add_argument('-e', '--evaluate', dest='evaluate', action='store_true',
+                   help='evaluate model on validation set')
+    p.add_argument('--snapshot_pref', type=str, default='')
+    p.add_argument('--start-epoch', default=0, type=int, metavar='N',
+                   help='manual epoch number (useful on restarts)')
+    p.add_argument('--gpus', nargs='+', type=int, default=None)
+    p.add_argument('--flow_prefix', default='', type=str)
+    p.add_argument('--root_log', type=str, default='log')
+    p.add_argument('--root_model', type=str, default='checkpoint')
+    p.add_argument('--shift', default=False, action='store_true', help='use shift for models')
+    p.add_argument('--shift_div', default=8, type=int, help='number of div for shift (default: 8)')
+    p.add_argument('--shift_place', default='blockres', type=str, help='place for shift (default: blockres)')
+    p.add_argument('--temporal_pool', default=False, action='store_true', help='add temporal pooling')
+    p.add_argument('--non_local', default=False, action='store_true', help='add non local block')
+    p.add_argument('--dense_sample', default=False, action='store_true',
+                   help='use dense sample for video dataset')
+
+    g = p.add_argument_group('runtime (LSNet additions)')
+    _add_device_flags(g)
+    g.add_argument('--amp', default=False, action='store_true',
+                   help='mixed precision: bf16 autocast on CPU, fp16 + GradScaler on CUDA')
+    g.add_argument('--channels_last', default=False, action='store_true',
+                   help='keep activations in channels_last memory format')
+    g.add_argument('--seed', type=int, default=None,
+                   help='seed of sampling, augmentation and initialisation (default: drawn, then saved)')
+    g.add_argument('--warmup', type=float, default=0.0, metavar='EPOCHS',
+                   help='linear learning-rate warm-up length in epochs (default: 0)')
+    g.add_argument('--input_size', type=int, default=224,
+                   help='crop size; the scale size follows as input_size*256//224')
+    g.add_argument('--shift_mode', type=str, default='fast', choices=['fast', 'lean'],
+                   help='temporal shift implementation (same weights either way)')
+
+    d = p.add_argument_group('data (LSNet additions)')
+    _add_dataset_flags(d)
+    d.add_argument('--no_flip', default=False, action='store_true',
+                   help='no random horizontal flip in training augmentation')
+
+    m = p.add_argument_group('LSNet long-short module')
+    m.add_argument('--lsm', default=False, action='store_true',
+                   help='insert the long-short module into the shifted blocks (needs --shift)')
+    m.add_argument('--lsm_reduction', type=int, default=16)
+    m.add_argument('--lsm_groups', type=int, default=4)
+    m.add_argument('--lsm_branches', type=str, nargs='+', default=['short', 'long'],
+                   choices=['short', 'long'])
+    return p
+
+
+def build_test_parser():
+    """Parser of ``test_models.py`` (evaluation of one or several checkpoints)."""
+    p = argparse.ArgumentParser(description='Evaluate TSN / TSM / LSNet checkpoints on a test list')
+    p.add_argument('dataset', type=str)
+    p.add_argument('--weights', type=str, nargs='+', default=None, required=True,
+                   help='checkpoint(s); several (space or comma separated) make an ensemble')
+    p.add_argument('--test_segments', type=str, nargs='+', default=None,
+                   help='segments per clip: one for all weights or one per weight '
+                        '(default: the count each checkpoint was trained with)')
+    p.add_argument('--dense_sample', default=False, action='store_true', help='use dense sample as I3D')
+    p.add_argument('--twice_sample', default=False, action='store_true', help='use twice sample for ensemble')
+    p.add_argument('--full_res', default=False, action='store_true',
+                   help='use full resolution 256x256 for test as in Non-local I3D')
+    p.add_argument('--test_crops', type=int, default=1, choices=TEST_CROPS)
+    p.add_argument('--coeff', type=str, nargs='+', default=None,
+                   help='ensemble weight per checkpoint (space or comma separated)')
+    p.add_argument('--batch_size', type=int, default=1)
+    p.add_argument('-j', '--workers', default=8, type=int, metavar='N',
+                   help='number of data loading workers (default: 8)')
+    p.add_argument('--test_list', type=str, default=None,
+                   help='list file to test on, one for all or comma separated per weight (default: val list)')
+    p.add_argument('--csv_file', type=str, default=None, help='write "video;class" predictions here')
+    p.add_argument('--softmax', default=False, action='store_true',
+                   help='softmax the video score (after averaging the clips)')
+    p.add_argument('--max_num', type=int, default=-1, help='test only the first N videos')
+    p.add_argument('--input_size', type=int, default=None,
+                   help='crop size (default: the checkpoint\'s, else 224)')
+    p.add_argument('--crop_fusion_type', type=str, default='avg')
+    p.add_argument('--gpus', nargs='+', type=int, default=None)
+    p.add_argument('--img_feature_dim', type=int, default=256)
+    p.add_argument('--num_set_segments', type=int, default=1)
+    p.add_argument('--pretrain', type=str, default='imagenet')
+
+    g = p.add_argument_group('LSNet additions')
+    _add_device_flags(g)
+    g.add_argument('--root_path', type=str, default='')
+    _add_dataset_flags(g)
+    g.add_argument('--save_scores', type=str, default=None, metavar='FILE.npz',
+                   help='save per-video scores, labels and predictions')
+    g.add_argument('--json_file', type=str, default=None,
+                   help='write metrics, per-class/per-group accuracy and predictions as JSON')
+    g.add_argument('--class_groups', type=str, default=None, metavar='FILE.json',
+                   help='{"group": [label, ...]}: print accuracy per group')
+    return p
