@@ -1,0 +1,172 @@
+"""Frame extraction: tiny videos generated with PyAV, both dataset layouts, resumability, failures."""
+
+import os
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from tools import extract_frames, vid2img_kinetics, vid2img_sthv2
+from tools.extract_frames import ExtractOptions, Job
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_video(path, num_frames=8, width=64, height=48, codec='mpeg4', fps=10):
+    """Write a tiny video whose frame i is a flat grey of level 20·i."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with av.open(path, 'w') as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, 'yuv420p'
+        for i in range(num_frames):
+            img = np.full((height, width, 3), 20 * i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format='rgb24')):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def frames_in(folder):
+    return sorted(os.listdir(folder))
+
+
+@pytest.fixture
+def kinetics_videos(tmp_path):
+    src = tmp_path / 'videos' / 'train'
+    make_video(str(src / 'abseiling' / 'aaa_000001_000011.mp4'), num_frames=8)
+    make_video(str(src / 'abseiling' / 'bbb_000005_000015.mp4'), num_frames=6)
+    make_video(str(src / 'passing American football (in game)' / 'ccc_000000_000010.mp4'), num_frames=5)
+    return src
+
+
+def test_kinetics_layout_resize_and_order(kinetics_videos, tmp_path, capsys):
+    out = tmp_path / 'frames'
+    rc = vid2img_kinetics.main([str(kinetics_videos), str(out), '--short_side', '32', '-j', '1',
+                                '--no_progress'])
+    assert rc == 0
+    a = out / 'abseiling' / 'aaa_000001_000011'
+    assert frames_in(a) == ['img_%05d.jpg' % i for i in range(1, 9)]
+    assert len(frames_in(out / 'abseiling' / 'bbb_000005_000015')) == 6
+    # class names made folder-safe for space-separated list files
+    assert frames_in(out / 'passing_American_football_in_game' / 'ccc_000000_000010')[-1] == 'img_00005.jpg'
+    img = Image.open(a / 'img_00001.jpg')
+    assert min(img.size) == 32 and img.size[0] > img.size[1]  # 64x48 -> 42x32
+    # frames in time order: grey level rises with the frame number
+    levels = [np.asarray(Image.open(a / n)).mean() for n in frames_in(a)]
+    assert levels == sorted(levels) and levels[-1] - levels[0] > 100
+    assert 'extracted 3 videos' in capsys.readouterr().out
+
+
+def test_sthv2_layout_fps_and_parallel_jobs(tmp_path):
+    src = tmp_path / 'webm'
+    for vid in ('101', '102', '103'):
+        make_video(str(src / (vid + '.webm')), num_frames=10, codec='libvpx', fps=10)
+    out = tmp_path / 'frames'
+    rc = vid2img_sthv2.main([str(src), str(out), '--fps', '5', '--short_side', '0', '-j', '2',
+                             '--quality', '80', '--no_progress'])
+    assert rc == 0
+    for vid in ('101', '102', '103'):
+        assert frames_in(out / vid) == ['%06d.jpg' % i for i in (1, 2, 3, 4, 5)]  # 10 fps -> 5 fps
+    assert Image.open(out / '101' / '000001.jpg').size == (64, 48)
+
+
+def test_resume_skips_finished_and_redoes_interrupted(tmp_path, capsys):
+    src = tmp_path / 'webm'
+    make_video(str(src / '1.webm'), num_frames=4, codec='libvpx')
+    make_video(str(src / '2.webm'), num_frames=4, codec='libvpx')
+    out = tmp_path / 'frames'
+    # video 1 finished earlier: a marker file shows it is left untouched
+    (out / '1').mkdir(parents=True)
+    (out / '1' / 'keep.txt').write_text('done')
+    # video 2 was interrupted: a half-written temp folder with a stale frame
+    (out / '2.tmp').mkdir()
+    (out / '2.tmp' / '000001.jpg').write_bytes(b'half')
+    (out / '2.tmp' / '000099.jpg').write_bytes(b'stale')
+    rc = vid2img_sthv2.main([str(src), str(out), '-j', '1', '--no_progress'])
+    assert rc == 0
+    assert frames_in(out / '1') == ['keep.txt']
+    assert frames_in(out / '2') == ['%06d.jpg' % i for i in (1, 2, 3, 4)]
+    assert not (out / '2.tmp').exists()
+    Image.open(out / '2' / '000001.jpg').verify()
+    assert 'skipped 1 already done' in capsys.readouterr().out
+
+
+def test_corrupt_video_reported_others_processed(kinetics_videos, tmp_path, capsys):
+    bad = kinetics_videos / 'abseiling' / 'zzz_000000_000010.mp4'
+    bad.write_bytes(b'not a video' * 50)
+    (kinetics_videos / 'abseiling' / 'notes.txt').write_text('ignored')
+    out = tmp_path / 'frames'
+    failed_list = tmp_path / 'failed.txt'
+    rc = vid2img_kinetics.main([str(kinetics_videos), str(out), '-j', '2', '--no_progress',
+                                '--failed_list', str(failed_list)])
+    assert rc == 1
+    text = capsys.readouterr().out
+    assert 'failed 1' in text and 'zzz_000000_000010.mp4' in text
+    assert failed_list.read_text().strip() == str(bad)
+    assert not (out / 'abseiling' / 'zzz_000000_000010').exists()
+    assert not (out / 'abseiling' / 'zzz_000000_000010.tmp').exists()
+    assert len(frames_in(out / 'abseiling' / 'aaa_000001_000011')) == 8
+    assert len(frames_in(out / 'passing_American_football_in_game' / 'ccc_000000_000010')) == 5
+
+
+def test_ffmpeg_backend_command(monkeypatch, tmp_path):
+    """With ffmpeg on PATH the CLI is used: short-side scale, fps and quality flags, 1-based names."""
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        pattern = cmd[-1]
+        for i in (1, 2, 3):
+            open(pattern.replace('%05d', '%05d' % i), 'wb').close()
+        return subprocess.CompletedProcess(cmd, 0, '', '')
+
+    monkeypatch.setattr(extract_frames.shutil, 'which', lambda name: '/usr/bin/' + name)
+    monkeypatch.setattr(extract_frames.subprocess, 'run', fake_run)
+    opts = ExtractOptions(tmpl='img_{:05d}.jpg', short_side=256, quality=95, fps=8, backend='auto')
+    res = extract_frames.extract_one(Job(str(tmp_path / 'v.mp4'), str(tmp_path / 'v')), opts)
+    assert res.status == 'done' and res.num_frames == 3
+    cmd = calls[0]
+    vf = cmd[cmd.index('-vf') + 1]
+    assert vf.startswith('fps=8,scale=') and '256' in vf
+    assert cmd[cmd.index('-q:v') + 1] == str(extract_frames.ffmpeg_quality(95))
+    assert cmd[-1].endswith(os.path.join('v.tmp', 'img_%05d.jpg'))
+    assert frames_in(tmp_path / 'v') == ['img_00001.jpg', 'img_00002.jpg', 'img_00003.jpg']
+
+
+def test_helpers():
+    assert extract_frames.resized_size(64, 48, 32) == (42, 32)
+    assert extract_frames.resized_size(48, 64, 32) == (32, 42)
+    assert extract_frames.resized_size(320, 240, 0) == (320, 240)
+    assert extract_frames.ffmpeg_quality(100) == 2 and extract_frames.ffmpeg_quality(1) == 31
+
+
+@pytest.mark.parametrize('argv, msg', [
+    (['{missing}', '{out}'], 'video folder not found'),
+    (['{src}', '{out}', '--quality', '0'], '--quality'),
+    (['{src}', '{out}', '--jobs', '0'], '--jobs'),
+    (['{src}', '{out}', '--short_side', '-1'], '--short_side'),
+])
+def test_bad_input_exits_2(tmp_path, capsys, argv, msg):
+    (tmp_path / 'src').mkdir()
+    argv = [a.format(missing=tmp_path / 'nope', src=tmp_path / 'src', out=tmp_path / 'out') for a in argv]
+    assert vid2img_sthv2.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: ') and msg in err[0]
+
+
+def test_empty_folder_is_an_error(tmp_path, capsys):
+    (tmp_path / 'src').mkdir()
+    assert vid2img_kinetics.main([str(tmp_path / 'src'), str(tmp_path / 'out')]) == 2
+    assert capsys.readouterr().err.startswith('error: no video files')
+
+
+def test_runs_as_script(tmp_path):
+    make_video(str(tmp_path / 'v' / '7.webm'), num_frames=3, codec='libvpx')
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'vid2img_sthv2.py'),
+                           str(tmp_path / 'v'), str(tmp_path / 'f'), '--no_progress'],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert frames_in(tmp_path / 'f' / '7') == ['000001.jpg', '000002.jpg', '000003.jpg']
