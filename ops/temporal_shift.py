@@ -1,0 +1,252 @@
+"""Temporal Shift Module (TSM): shift part of the channels along time, at zero extra FLOPs.
+
+Layout: a batch of ``N`` clips with ``T`` segments each is ``(N*T, C, H, W)``, clip-major.
+With ``fold = C // n_div``: channels ``[0, fold)`` take the value of frame ``t+1`` ("shift left"),
+channels ``[fold, 2*fold)`` that of frame ``t-1`` ("shift right"), the rest stay; a frame with
+nothing to take gets zeros.
+
+Three implementations with bit-identical results:
+- :func:`shift_slicing` — the plain formula (zeros, then slice copies); reference for tests.
+- :class:`ShiftFunction` (mode ``'fast'``) — writes each output element exactly once, backward is
+  the opposite shift.
+- :class:`ShiftConv2dFunction` (mode ``'lean'``) — shift fused with the wrapped ``conv1`` of a
+  residual branch; only the *unshifted* input is kept for backward and the shift is recomputed
+  there, so TSM keeps no more activations alive than TSN.
+"""
+import logging
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from ops.errors import LSNetError
+
+log = logging.getLogger(__name__)
+
+SHIFT_MODES = ('fast', 'lean')
+SHIFT_PLACES = ('block', 'blockres')
+
+
+def shift_slicing(x, n_segment, fold_div=8):
+    """Reference formula on ``(N*T, C, H, W)``: zero tensor, then three slice copies."""
+    nt, c, h, w = x.size()
+    x = x.view(nt // n_segment, n_segment, c, h, w)
+    fold = c // fold_div
+    out = torch.zeros_like(x)
+    out[:, :-1, :fold] = x[:, 1:, :fold]
+    out[:, 1:, fold:2 * fold] = x[:, :-1, fold:2 * fold]
+    out[:, :, 2 * fold:] = x[:, :, 2 * fold:]
+    return out.view(nt, c, h, w)
+
+
+def _shift_into(x5, fold, direction):
+    """Shift a ``(N, T, C, H, W)`` tensor into a fresh tensor, each element written once.
+
+    ``direction=+1`` is the forward shift (first fold takes t+1, second fold takes t-1);
+    ``direction=-1`` the opposite one (used for gradients).
+    """
+    out = torch.empty_like(x5)
+    if fold > 0:
+        a, b = slice(0, fold), slice(fold, 2 * fold)
+        first, second = (a, b) if direction > 0 else (b, a)
+        # `first` channels: out[t] = x[t+1], zero at the last frame
+        out[:, :-1, first] = x5[:, 1:, first]
+        out[:, -1:, first] = 0
+        # `second` channels: out[t] = x[t-1], zero at the first frame
+        out[:, 1:, second] = x5[:, :-1, second]
+        out[:, :1, second] = 0
+    out[:, :, 2 * fold:] = x5[:, :, 2 * fold:]
+    return out
+
+
+def _check_shape(x, n_segment):
+    if x.dim() != 4 or x.size(0) % n_segment != 0:
+        raise ValueError('temporal shift expects (N*T, C, H, W) with N*T divisible by T={}, got {}'
+                         .format(n_segment, tuple(x.shape)))
+
+
+def shift_tensor(x, n_segment, fold, direction=1):
+    """Non-differentiable shift of ``(N*T, C, H, W)`` by ``fold`` channels each way."""
+    nt, c, h, w = x.shape
+    x5 = x.view(nt // n_segment, n_segment, c, h, w)
+    return _shift_into(x5, fold, direction).view(nt, c, h, w)
+
+
+class ShiftFunction(torch.autograd.Function):
+    """Temporal shift as one autograd node; backward is the opposite shift."""
+
+    @staticmethod
+    def forward(ctx, x, n_segment, fold):
+        ctx.n_segment, ctx.fold = n_segment, fold
+        return shift_tensor(x, n_segment, fold, 1)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # the opposite shift is itself linear, so this backward is differentiable again
+        return ShiftBackFunction.apply(grad_out, ctx.n_segment, ctx.fold), None, None
+
+
+class ShiftBackFunction(torch.autograd.Function):
+    """The opposite shift (adjoint of :class:`ShiftFunction`)."""
+
+    @staticmethod
+    def forward(ctx, g, n_segment, fold):
+        ctx.n_segment, ctx.fold = n_segment, fold
+        return shift_tensor(g, n_segment, fold, -1)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return ShiftFunction.apply(grad_out, ctx.n_segment, ctx.fold), None, None
+
+
+def temporal_shift(x, n_segment, fold_div=8):
+    """Differentiable fast shift of ``(N*T, C, H, W)``; same values as :func:`shift_slicing`."""
+    _check_shape(x, n_segment)
+    return ShiftFunction.apply(x, n_segment, x.size(1) // fold_div)
+
+
+class ShiftConv2dFunction(torch.autograd.Function):
+    """``conv2d(shift(x))`` that saves only ``x`` (not the shifted copy) for backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, n_segment, fold, stride, padding, dilation, groups):
+        shifted = shift_tensor(x, n_segment, fold, 1)
+        out = F.conv2d(shifted, weight, bias, stride, padding, dilation, groups)
+        del shifted
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (n_segment, fold, stride, padding, dilation, groups)
+        ctx.bias_shape = None if bias is None else list(bias.shape)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        n_segment, fold, stride, padding, dilation, groups = ctx.conf
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        shifted = shift_tensor(x, n_segment, fold, 1)
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            grad_out, shifted, weight, ctx.bias_shape, stride, padding, dilation, False, [0, 0],
+            groups, [need_x, need_w, need_b and ctx.bias_shape is not None])
+        del shifted
+        if need_x:
+            gx = shift_tensor(gx, n_segment, fold, -1)
+        return (gx if need_x else None, gw if need_w else None, gb if need_b else None,
+                None, None, None, None, None, None)
+
+
+def _lean_applicable(conv):
+    return (isinstance(conv, nn.Conv2d) and type(conv).forward is nn.Conv2d.forward
+            and conv.padding_mode == 'zeros' and not isinstance(conv.padding, str))
+
+
+class TemporalShift(nn.Module):
+    """Shift ``(N*T, C, H, W)`` along time, then run the wrapped ``net`` (kept as ``.net``).
+
+    ``mode='lean'`` fuses the shift with ``net`` when ``net`` is a plain ``nn.Conv2d`` and a graph
+    is being recorded; otherwise it behaves as ``'fast'``. Both give the same numbers.
+    """
+
+    def __init__(self, net, n_segment=3, n_div=8, mode='fast'):
+        super().__init__()
+        if mode not in SHIFT_MODES:
+            raise LSNetError('unknown shift mode {!r} (choose from {})'.format(mode, ', '.join(SHIFT_MODES)))
+        self.net = net
+        self.n_segment = n_segment
+        self.fold_div = n_div
+        self.mode = mode
+
+    def extra_repr(self):
+        return 'n_segment={}, fold_div={}, mode={}'.format(self.n_segment, self.fold_div, self.mode)
+
+    def forward(self, x):
+        _check_shape(x, self.n_segment)
+        fold = x.size(1) // self.fold_div
+        if (self.mode == 'lean' and torch.is_grad_enabled() and _lean_applicable(self.net)):
+            conv = self.net
+            return ShiftConv2dFunction.apply(x, conv.weight, conv.bias, self.n_segment, fold,
+                                             conv.stride, conv.padding, conv.dilation, conv.groups)
+        return self.net(ShiftFunction.apply(x, self.n_segment, fold))
+
+
+class TemporalPool(nn.Module):
+    """Max-pool time by 2 (kernel 3, stride 2, pad 1) before running ``net``: (N*T,...) → (N*T/2,...)."""
+
+    def __init__(self, net, n_segment):
+        super().__init__()
+        self.net = net
+        self.n_segment = n_segment
+
+    @staticmethod
+    def temporal_pool(x, n_segment):
+        nt, c, h, w = x.size()
+        x = x.view(nt // n_segment, n_segment, c, h, w).transpose(1, 2)  # N, C, T, H, W
+        x = F.max_pool3d(x, kernel_size=(3, 1, 1), stride=(2, 1, 1), padding=(1, 0, 0))
+        return x.transpose(1, 2).contiguous().view(-1, c, h, w)
+
+    def forward(self, x):
+        return self.net(self.temporal_pool(x, self.n_segment))
+
+
+def stage_segments(n_segment, temporal_pool):
+    """Segments seen by ResNet stages layer1..layer4 (T/2 after layer1 with temporal pool)."""
+    if temporal_pool:
+        if n_segment < 2:
+            raise LSNetError('--temporal_pool needs at least 2 segments (got {})'.format(n_segment))
+        return [n_segment, n_segment // 2, n_segment // 2, n_segment // 2]
+    return [n_segment] * 4
+
+
+def _resnet_stages(net):
+    return [getattr(net, 'layer{}'.format(i)) for i in range(1, 5)]
+
+
+def is_resnet(net):
+    import torchvision
+    return isinstance(net, torchvision.models.ResNet)
+
+
+def make_temporal_shift(net, n_segment, n_div=8, place='blockres', temporal_pool=False, mode='fast'):
+    """Insert :class:`TemporalShift` into a torchvision ResNet or our MobileNetV2, in place.
+
+    ResNet ``block`` wraps whole residual blocks, ``blockres`` wraps ``conv1`` of each residual
+    branch (every second block when layer3 has >= 23 blocks, as the official ResNet-101 models).
+    MobileNetV2 ``blockres`` wraps the first conv of each expanding block with a residual
+    connection. Returns the number of shifted modules.
+    """
+    from archs.mobilenet_v2 import MobileNetV2, InvertedResidual
+    if place not in SHIFT_PLACES:
+        raise LSNetError('unknown --shift_place {!r} (choose from {})'.format(place, ', '.join(SHIFT_PLACES)))
+    count = 0
+    if is_resnet(net):
+        segs = stage_segments(n_segment, temporal_pool)
+        n_round = 2 if len(net.layer3) >= 23 else 1
+        for stage_idx, stage in enumerate(_resnet_stages(net)):
+            for i, block in enumerate(stage):
+                if place == 'block':
+                    stage[i] = TemporalShift(block, segs[stage_idx], n_div, mode)
+                    count += 1
+                elif i % n_round == 0:
+                    block.conv1 = TemporalShift(block.conv1, segs[stage_idx], n_div, mode)
+                    count += 1
+    elif isinstance(net, MobileNetV2):
+        if place != 'blockres':
+            raise LSNetError('mobilenetv2 supports only --shift_place blockres (got {!r})'.format(place))
+        if temporal_pool:
+            raise LSNetError('--temporal_pool is only supported for ResNet backbones')
+        for m in net.modules():
+            if isinstance(m, InvertedResidual) and len(m.conv) == 8 and m.use_res_connect:
+                m.conv[0] = TemporalShift(m.conv[0], n_segment, n_div, mode)
+                count += 1
+    else:
+        raise LSNetError('temporal shift is not supported for backbone {}'.format(type(net).__name__))
+    log.info('inserted %d temporal shifts (place=%s, fold_div=%d, mode=%s)', count, place, n_div, mode)
+    return count
+
+
+def make_temporal_pool(net, n_segment):
+    """Wrap ``layer2`` of a ResNet with :class:`TemporalPool` (keys become ``layer2.net.*``)."""
+    if not is_resnet(net):
+        raise LSNetError('--temporal_pool is only supported for ResNet backbones')
+    net.layer2 = TemporalPool(net.layer2, n_segment)
