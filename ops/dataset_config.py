@@ -1,0 +1,304 @@
+"""Dataset registry: name + modality → frame root, list files, category names, template, flip policy.
+
+The dataset root ``R`` comes from ``root_path`` (``--root_path``), else the environment variable
+``LSNET_DATA_ROOT``; nothing is hard-coded.  Registered datasets follow the TSM reference's layout
+under ``R`` (paths below are relative to ``R``):
+
+============  ======================================  =====================================  ==============
+dataset       frames (RGB / Flow)                     lists (train, val)                     category file
+============  ======================================  =====================================  ==============
+ucf101        UCF101/jpg                              UCF101/file_list/ucf101_{rgb,flow}_    UCF101/labels/classInd.txt
+                                                      {train,val}_split_1.txt
+hmdb51        HMDB51/images                           HMDB51/splits/hmdb51_{rgb,flow}_       HMDB51/labels/category.txt
+                                                      {train,val}_split_1.txt                (else 51 classes)
+kinetics      kinetics/images / kinetics/flow         kinetics/labels/{train,val}_           kinetics/labels/category.txt
+                                                      videofolder[_flow].txt
+something     something/v1/20bn-something-something-  something/v1/{train,val}_              something/v1/category.txt
+              v1[-flow]                               videofolder[_flow].txt
+somethingv2   something/v2/20bn-something-something-  something/v2/{train,val}_              something/v2/category.txt
+              v2-frames / ...-v2-flow                 videofolder[_flow].txt
+jester        jester/20bn-jester-v1[-flow]            jester/{train,val}_videofolder         jester/category.txt
+                                                      [_flow].txt
+============  ======================================  =====================================  ==============
+
+Templates: ``img_{:05d}.jpg`` (UCF101, HMDB51, Kinetics), ``{:05d}.jpg`` (Something V1, Jester),
+``{:06d}.jpg`` (Something V2); Flow ``flow_{}_{:05d}.jpg`` (x/y files), ``{:06d}-{}_{:05d}.jpg``
+(Something V1) and ``{:06d}.jpg`` (Something V2, x/y in the channels of one image).
+``train_list``/``val_list``/``category_file``/``image_tmpl`` override the entry; relative override
+paths are taken as given when they exist, else under the root.
+
+``custom`` trains on any frames: ``root_path``, ``train_list``, ``val_list`` and ``category_file``
+(one class name per line) are required.  ``synthetic`` is the embedded dataset made by
+``tools/gen_synthetic.py`` on first use under ``root_path``, else ``$LSNET_DATA_ROOT/synthetic``,
+else ``./data/synthetic``.
+
+Flip policy.  Horizontal flipping is off for Something-Something V1/V2 and Jester, whose classes
+depend on direction (as in the reference), and for ``--no_flip``.  ``label_swap`` maps each class
+to its mirror class when the category names say so: a name whose words ``left``/``right`` swapped
+give another category ("Pushing something from left to right" ↔ "... from right to left",
+"Swiping Left" ↔ "Swiping Right").  It is built for every dataset with such names and is used by
+``TSNDataSet(label_swap=...)`` whenever flipping is on — a ``custom`` dataset with mirrored class
+names can keep flips and still get correct labels.  We keep flipping off for the registered
+direction-sensitive datasets anyway, because other classes there (rotations, "turning the camera")
+also change under a mirror and have no name-based partner.  ``synthetic`` flips only when its
+generator wrote ``label_swap.json`` (the generator knows which of its classes mirror each other).
+"""
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+
+from ops.errors import LSNetError
+
+log = logging.getLogger(__name__)
+
+DATA_ROOT_ENV = 'LSNET_DATA_ROOT'
+
+DATASETS = ('ucf101', 'hmdb51', 'kinetics', 'something', 'somethingv2', 'jester', 'custom',
+            'synthetic')
+MODALITIES = ('RGB', 'Flow', 'RGBDiff')
+
+
+@dataclass
+class DatasetConfig:
+    name: str
+    modality: str
+    num_class: int
+    categories: list
+    root_path: str
+    train_list: str
+    val_list: str
+    image_tmpl: str
+    flip: bool
+    label_swap: dict = None
+    class_groups: dict = None
+
+
+@dataclass(frozen=True)
+class _Layout:
+    categories: object  # relative path of the category file, or a class count
+    frames: str
+    train_list: str
+    val_list: str
+    image_tmpl: str
+
+
+def _layout(dataset, modality):
+    flow = modality == 'Flow'
+    kind = 'flow' if flow else 'rgb'
+    if dataset == 'ucf101':
+        return _Layout('UCF101/labels/classInd.txt', 'UCF101/jpg',
+                       'UCF101/file_list/ucf101_{}_train_split_1.txt'.format(kind),
+                       'UCF101/file_list/ucf101_{}_val_split_1.txt'.format(kind),
+                       'flow_{}_{:05d}.jpg' if flow else 'img_{:05d}.jpg')
+    if dataset == 'hmdb51':
+        return _Layout(('HMDB51/labels/category.txt', 51), 'HMDB51/images',
+                       'HMDB51/splits/hmdb51_{}_train_split_1.txt'.format(kind),
+                       'HMDB51/splits/hmdb51_{}_val_split_1.txt'.format(kind),
+                       'flow_{}_{:05d}.jpg' if flow else 'img_{:05d}.jpg')
+    suffix = '_flow' if flow else ''
+    if dataset == 'kinetics':
+        return _Layout('kinetics/labels/category.txt', 'kinetics/flow' if flow else 'kinetics/images',
+                       'kinetics/labels/train_videofolder{}.txt'.format(suffix),
+                       'kinetics/labels/val_videofolder{}.txt'.format(suffix),
+                       'flow_{}_{:05d}.jpg' if flow else 'img_{:05d}.jpg')
+    if dataset == 'something':
+        return _Layout('something/v1/category.txt',
+                       'something/v1/20bn-something-something-v1' + ('-flow' if flow else ''),
+                       'something/v1/train_videofolder{}.txt'.format(suffix),
+                       'something/v1/val_videofolder{}.txt'.format(suffix),
+                       '{:06d}-{}_{:05d}.jpg' if flow else '{:05d}.jpg')
+    if dataset == 'somethingv2':
+        return _Layout('something/v2/category.txt',
+                       'something/v2/20bn-something-something-v2-' + ('flow' if flow else 'frames'),
+                       'something/v2/train_videofolder{}.txt'.format(suffix),
+                       'something/v2/val_videofolder{}.txt'.format(suffix),
+                       '{:06d}.jpg')
+    if dataset == 'jester':
+        return _Layout('jester/category.txt', 'jester/20bn-jester-v1' + ('-flow' if flow else ''),
+                       'jester/train_videofolder{}.txt'.format(suffix),
+                       'jester/val_videofolder{}.txt'.format(suffix),
+                       'flow_{}_{:05d}.jpg' if flow else '{:05d}.jpg')
+    raise KeyError(dataset)
+
+
+_DIRECTION_SENSITIVE = ('something', 'somethingv2', 'jester')
+_INDEXED_LINE = re.compile(r'^(\d+)\s+(\S.*)$')
+
+
+def read_categories(path):
+    """Class names, one per non-empty line; UCF101's ``classInd.txt`` (``1 ApplyEyeMakeup``) loses its indices."""
+    try:
+        with open(path) as f:
+            lines = [line.strip() for line in f]
+    except OSError as e:
+        raise LSNetError('cannot read category file {}: {}'.format(path, e)) from None
+    names = [line for line in lines if line]
+    if not names:
+        raise LSNetError('category file {} has no class names'.format(path))
+    matches = [_INDEXED_LINE.match(n) for n in names]
+    if all(matches):
+        idx = [int(m.group(1)) for m in matches]
+        if idx == list(range(1, len(idx) + 1)) or idx == list(range(len(idx))):
+            names = [m.group(2).strip() for m in matches]
+    return names
+
+
+_SIDE_WORD = re.compile(r'\b(left|right)\b', re.IGNORECASE)
+
+
+def _mirror_name(name):
+    def swap(m):
+        word = m.group(0)
+        new = 'right' if word.lower() == 'left' else 'left'
+        if word.isupper():
+            return new.upper()
+        return new.capitalize() if word[0].isupper() else new
+    return _SIDE_WORD.sub(swap, name)
+
+
+def build_label_swap(categories):
+    """``{label: mirrored label}`` for classes whose names differ only by left ↔ right, or None."""
+    index = {name.lower(): i for i, name in enumerate(categories) if name}
+    swap = {}
+    for i, name in enumerate(categories):
+        if not name or not _SIDE_WORD.search(name):
+            continue
+        j = index.get(_mirror_name(name).lower())
+        if j is not None and j != i:
+            swap[i] = j
+    return swap or None
+
+
+def _resolve_root(root_path):
+    if root_path:
+        return root_path
+    env = os.environ.get(DATA_ROOT_ENV)
+    if env:
+        return env
+    raise LSNetError('no dataset root: pass --root_path or set the environment variable {}'
+                     .format(DATA_ROOT_ENV))
+
+
+def _user_file(path, root, flag):
+    """An override path: as given if it exists, else under the root; error naming the flag."""
+    if os.path.isfile(path):
+        return path
+    under = os.path.join(root, path)
+    if not os.path.isabs(path) and os.path.isfile(under):
+        return under
+    raise LSNetError('{} {} not found'.format(flag, path))
+
+
+def _list_path(path, root):
+    if path is None:
+        return None
+    if os.path.isfile(path) or os.path.isabs(path):
+        return path
+    under = os.path.join(root, path)
+    return under if os.path.isfile(under) else path
+
+
+def _synthetic_root(root_path):
+    if root_path:
+        return root_path
+    env = os.environ.get(DATA_ROOT_ENV)
+    if env:
+        return os.path.join(env, 'synthetic')
+    return os.path.join('data', 'synthetic')
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise LSNetError('cannot read {}: {}'.format(path, e)) from None
+
+
+def get_dataset_config(dataset, modality, root_path=None, train_list=None, val_list=None,
+                       category_file=None, image_tmpl=None, no_flip=False):
+    """Resolve a dataset name → :class:`DatasetConfig` (see the module docstring for layouts).
+
+    Raises :class:`LSNetError` for an unknown dataset or modality, no root, a missing root folder
+    or category file, or (``custom``) a missing required flag.  List files are checked when the
+    dataset reads them.
+    """
+    if dataset not in DATASETS:
+        raise LSNetError('unknown dataset {!r}; choose one of {}'.format(dataset, ', '.join(DATASETS)))
+    if modality not in MODALITIES:
+        raise LSNetError('unknown modality {!r}; choose one of {}'.format(modality, ', '.join(MODALITIES)))
+    label_swap = None
+    class_groups = None
+
+    if dataset == 'synthetic':
+        if modality == 'Flow':
+            raise LSNetError('the synthetic dataset has RGB frames only (no Flow)')
+        root = _synthetic_root(root_path)
+        from tools.gen_synthetic import ensure_synthetic
+        ensure_synthetic(root)
+        frames = os.path.join(root, 'frames')
+        cat_path = _user_file(category_file, root, '--category_file') if category_file else \
+            os.path.join(root, 'category.txt')
+        categories = read_categories(cat_path)
+        train = _list_path(train_list, root) or os.path.join(root, 'train_videofolder.txt')
+        val = _list_path(val_list, root) or os.path.join(root, 'val_videofolder.txt')
+        tmpl = image_tmpl or 'img_{:05d}.jpg'
+        groups_path = os.path.join(root, 'class_groups.json')
+        if os.path.isfile(groups_path):
+            class_groups = {str(k): [int(i) for i in v] for k, v in _read_json(groups_path).items()}
+        swap_path = os.path.join(root, 'label_swap.json')
+        if os.path.isfile(swap_path):
+            label_swap = {int(k): int(v) for k, v in _read_json(swap_path).items()}
+        flip = label_swap is not None and not no_flip
+
+    elif dataset == 'custom':
+        missing = [flag for flag, v in (('--root_path', root_path), ('--train_list', train_list),
+                                        ('--val_list', val_list), ('--category_file', category_file))
+                   if not v]
+        if missing:
+            raise LSNetError('dataset custom needs {}'.format(', '.join(missing)))
+        frames = root_path
+        if not os.path.isdir(frames):
+            raise LSNetError('--root_path {} is not a folder'.format(frames))
+        categories = read_categories(_user_file(category_file, frames, '--category_file'))
+        train = _list_path(train_list, frames)
+        val = _list_path(val_list, frames)
+        tmpl = image_tmpl or ('flow_{}_{:05d}.jpg' if modality == 'Flow' else 'img_{:05d}.jpg')
+        label_swap = build_label_swap(categories)
+        flip = not no_flip
+
+    else:
+        root = _resolve_root(root_path)
+        if not os.path.isdir(root):
+            raise LSNetError('dataset root {} is not a folder (--root_path / {})'.format(root, DATA_ROOT_ENV))
+        lay = _layout(dataset, 'Flow' if modality == 'Flow' else 'RGB')
+        frames = os.path.join(root, lay.frames)
+        if category_file:
+            categories = read_categories(_user_file(category_file, root, '--category_file'))
+        else:
+            cat = lay.categories
+            if isinstance(cat, tuple):  # optional file, else a class count
+                cat_file, count = cat
+                path = os.path.join(root, cat_file)
+                categories = read_categories(path) if os.path.isfile(path) else \
+                    ['class_{}'.format(i) for i in range(count)]
+            else:
+                path = os.path.join(root, cat)
+                if not os.path.isfile(path):
+                    raise LSNetError('category file {} not found (set --category_file or check '
+                                     '--root_path / {})'.format(path, DATA_ROOT_ENV))
+                categories = read_categories(path)
+        train = _list_path(train_list, root) or os.path.join(root, lay.train_list)
+        val = _list_path(val_list, root) or os.path.join(root, lay.val_list)
+        tmpl = image_tmpl or lay.image_tmpl
+        label_swap = build_label_swap(categories)
+        flip = dataset not in _DIRECTION_SENSITIVE and not no_flip
+
+    cfg = DatasetConfig(name=dataset, modality=modality, num_class=len(categories),
+                        categories=categories, root_path=frames, train_list=train, val_list=val,
+                        image_tmpl=tmpl, flip=flip, label_swap=label_swap, class_groups=class_groups)
+    log.info('%s %s: %d classes, frames under %s, flip %s', dataset, modality, cfg.num_class,
+             frames, 'on' if flip else 'off')
+    return cfg
