@@ -1,0 +1,142 @@
+"""The embedded synthetic dataset: determinism, layout, temporal-pair statistics, idempotence."""
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ops.errors import LSNetError
+from tools import gen_synthetic as gs
+
+SMALL = dict(num_train_per_class=2, num_val_per_class=1, frames=8, size=32)
+
+
+def _digest(root):
+    """{relative path: sha1} of every file under root."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            with open(p, 'rb') as fh:
+                out[os.path.relpath(p, root)] = hashlib.sha1(fh.read()).hexdigest()
+    return out
+
+
+def _lines(root, split):
+    with open(os.path.join(root, f'{split}_videofolder.txt')) as f:
+        return [line.split(' ') for line in f.read().splitlines()]
+
+
+@pytest.fixture(scope='module')
+def small_set(tmp_path_factory):
+    return gs.generate(str(tmp_path_factory.mktemp('syn') / 'a'), seed=0, workers=1, **SMALL)
+
+
+def test_same_seed_same_bytes_any_worker_count(small_set, tmp_path):
+    again = gs.generate(str(tmp_path / 'b'), seed=0, workers=2, **SMALL)
+    assert _digest(small_set) == _digest(again)
+
+
+def test_other_seed_other_frames(small_set, tmp_path):
+    other = gs.generate(str(tmp_path / 'c'), seed=1, workers=1, **SMALL)
+    a, b = _digest(small_set), _digest(other)
+    assert a.keys() == b.keys()
+    frames = [k for k in a if k.startswith('frames')]
+    assert sum(a[k] != b[k] for k in frames) > 0.9 * len(frames)
+    assert _lines(small_set, 'train') == _lines(other, 'train')  # same layout, new pixels
+
+
+def test_layout_and_class_files(small_set):
+    meta = json.load(open(os.path.join(small_set, gs.META_FILE)))
+    names = open(os.path.join(small_set, 'category.txt')).read().splitlines()
+    assert len(names) == meta['num_class'] == len(set(names))
+    groups = json.load(open(os.path.join(small_set, 'class_groups.json')))
+    labels = sorted(label for ls in groups.values() for label in ls)
+    assert labels == list(range(len(names)))
+    assert {'direction', 'rotation', 'scale', 'order', 'speed', 'appearance'} <= set(groups)
+    swap = {int(k): v for k, v in json.load(open(os.path.join(small_set, 'label_swap.json'))).items()}
+    assert all(swap[swap[k]] == k and swap[k] != k for k in swap)
+    for split, per_class in (('train', SMALL['num_train_per_class']),
+                             ('val', SMALL['num_val_per_class'])):
+        lines = _lines(small_set, split)
+        assert len(lines) == per_class * len(names)
+        counts = np.bincount([int(lab) for _, _, lab in lines], minlength=len(names))
+        assert (counts == per_class).all()
+        for video, n, _ in lines:
+            folder = os.path.join(small_set, 'frames', video)
+            assert sorted(os.listdir(folder)) == [gs.IMAGE_TMPL.format(i + 1) for i in range(int(n))]
+        with Image.open(os.path.join(small_set, 'frames', lines[0][0], 'img_00001.jpg')) as im:
+            assert im.size == (SMALL['size'], SMALL['size']) and im.mode == 'RGB'
+
+
+def test_temporal_pairs_are_time_reversals(small_set):
+    """A clip of one class of a pair is a clip of its partner played backwards, byte for byte,
+    so the two classes have identical per-frame statistics; the clips are not palindromes."""
+    meta = json.load(open(os.path.join(small_set, gs.META_FILE)))
+    assert len(meta['temporal_pairs']) >= 5
+    for split in ('train', 'val'):
+        by_label = {}
+        for video, n, lab in _lines(small_set, split):
+            by_label.setdefault(int(lab), []).append(video)
+        for a, b in meta['temporal_pairs']:
+            assert len(by_label[a]) == len(by_label[b])
+            for va, vb in zip(by_label[a], by_label[b]):
+                fa = [_digest(os.path.join(small_set, 'frames', va))[gs.IMAGE_TMPL.format(i + 1)]
+                      for i in range(SMALL['frames'])]
+                fb = [_digest(os.path.join(small_set, 'frames', vb))[gs.IMAGE_TMPL.format(i + 1)]
+                      for i in range(SMALL['frames'])]
+                assert fb == fa[::-1]
+                assert fa != fa[::-1]
+
+
+def test_speed_pair_same_mean_frame(tmp_path):
+    """Slow and fast orbits show the object on the same ring: the mean frame over the set matches."""
+    root = gs.generate(str(tmp_path / 's'), seed=3, workers=1, num_train_per_class=24,
+                       num_val_per_class=1, frames=8, size=32, families=('speed',))
+    mean = {0: [], 1: []}
+    for video, n, lab in _lines(root, 'train'):
+        clip = np.stack([np.asarray(Image.open(os.path.join(root, 'frames', video,
+                                                            gs.IMAGE_TMPL.format(i + 1))))
+                         for i in range(int(n))]).astype(np.float32)
+        # object-vs-background contrast map, radially averaged over the clip's frames
+        mean[int(lab)].append(np.abs(clip - np.median(clip, axis=(0, 1, 2))).mean(axis=(0, 3)))
+    slow, fast = np.mean(mean[0], axis=0), np.mean(mean[1], axis=0)
+    assert np.abs(slow - fast).mean() < 0.15 * slow.mean()
+
+
+def test_ensure_synthetic_idempotent_and_atomic(tmp_path):
+    root = str(tmp_path / 'data' / 'synthetic')
+    assert gs.ensure_synthetic(root, **SMALL) == root
+    meta = os.path.join(root, gs.META_FILE)
+    stamp = os.stat(meta).st_mtime_ns
+    before = _digest(root)
+    assert gs.ensure_synthetic(root, **SMALL) == root
+    assert os.stat(meta).st_mtime_ns == stamp and _digest(root) == before
+    assert os.listdir(tmp_path / 'data') == ['synthetic']  # no temp folder left behind
+    with pytest.raises(LSNetError, match='seed'):
+        gs.ensure_synthetic(root, seed=5, **SMALL)
+    foreign = tmp_path / 'foreign'
+    foreign.mkdir()
+    (foreign / 'x.txt').write_text('x')
+    with pytest.raises(LSNetError, match='foreign'):
+        gs.ensure_synthetic(str(foreign), **SMALL)
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    assert gs.ensure_synthetic(str(empty), **SMALL) == str(empty)
+    assert os.path.isfile(empty / gs.META_FILE)
+
+
+def test_cli_force(tmp_path, capsys):
+    out = str(tmp_path / 'cli')
+    args = ['--out', out, '--train_per_class', '1', '--val_per_class', '1', '--frames', '8',
+            '--size', '32', '--families', 'horizontal', 'appearance']
+    assert gs.main(args) == 0
+    assert open(os.path.join(out, 'category.txt')).read().split() == [
+        'move_left_to_right', 'move_right_to_left', 'star_shape', 'cross_shape']
+    assert gs.main(args) == 0
+    assert 'already' in capsys.readouterr().out
+    assert gs.main(args + ['--seed', '2']) == 2
+    assert 'error:' in capsys.readouterr().err
+    assert gs.main(args + ['--seed', '2', '--force']) == 0
