@@ -14,7 +14,7 @@ import os
 import random
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 import torch.utils.data as data
 
 from ops.errors import LSNetError
@@ -119,10 +119,7 @@ def sample_dense_indices(n, num_segments, rng=random):
 def sample_dense_test_indices(n, num_segments, num_clips=DENSE_TEST_CLIPS):
     """Dense test: ``num_clips`` clips with evenly spaced starts in [0, p - 1], concatenated."""
     p = max(1, n - DENSE_WINDOW + 1)
-    if num_clips == 1:
-        starts = [0]
-    else:
-        starts = [int((p - 1) * k / (num_clips - 1)) for k in range(num_clips)]
+    starts = np.linspace(0, p - 1, num=num_clips, dtype=int).tolist()
     out = []
     for s in starts:
         out += _dense_clip(n, num_segments, s)

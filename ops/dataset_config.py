@@ -8,9 +8,10 @@ under ``R`` (paths below are relative to ``R``):
 dataset       frames (RGB / Flow)                     lists (train, val)                     category file
 ============  ======================================  =====================================  ==============
 ucf101        UCF101/jpg                              UCF101/file_list/ucf101_{rgb,flow}_    UCF101/labels/classInd.txt
-                                                      {train,val}_split_1.txt
-hmdb51        HMDB51/images                           HMDB51/splits/hmdb51_{rgb,flow}_       HMDB51/labels/category.txt
-                                                      {train,val}_split_1.txt                (else 51 classes)
+                                                      {train,val}_split_1.txt                or UCF101/file_list/category.txt
+hmdb51        HMDB51/images                           HMDB51/splits/hmdb51_{rgb,flow}_       HMDB51/labels/category.txt or
+                                                      {train,val}_split_1.txt                HMDB51/splits/category.txt
+                                                                                             (else 51 classes)
 kinetics      kinetics/images / kinetics/flow         kinetics/labels/{train,val}_           kinetics/labels/category.txt
                                                       videofolder[_flow].txt
 something     something/v1/20bn-something-something-  something/v1/{train,val}_              something/v1/category.txt
@@ -77,7 +78,7 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class _Layout:
-    categories: object  # relative path of the category file, or a class count
+    categories: object  # category file (relative path), or candidates, optionally ending in a class count
     frames: str
     train_list: str
     val_list: str
@@ -88,12 +89,12 @@ def _layout(dataset, modality):
     flow = modality == 'Flow'
     kind = 'flow' if flow else 'rgb'
     if dataset == 'ucf101':
-        return _Layout('UCF101/labels/classInd.txt', 'UCF101/jpg',
+        return _Layout(('UCF101/labels/classInd.txt', 'UCF101/file_list/category.txt'), 'UCF101/jpg',
                        'UCF101/file_list/ucf101_{}_train_split_1.txt'.format(kind),
                        'UCF101/file_list/ucf101_{}_val_split_1.txt'.format(kind),
                        'flow_{}_{:05d}.jpg' if flow else 'img_{:05d}.jpg')
     if dataset == 'hmdb51':
-        return _Layout(('HMDB51/labels/category.txt', 51), 'HMDB51/images',
+        return _Layout(('HMDB51/labels/category.txt', 'HMDB51/splits/category.txt', 51), 'HMDB51/images',
                        'HMDB51/splits/hmdb51_{}_train_split_1.txt'.format(kind),
                        'HMDB51/splits/hmdb51_{}_val_split_1.txt'.format(kind),
                        'flow_{}_{:05d}.jpg' if flow else 'img_{:05d}.jpg')
@@ -278,18 +279,16 @@ def get_dataset_config(dataset, modality, root_path=None, train_list=None, val_l
         if category_file:
             categories = read_categories(_user_file(category_file, root, '--category_file'))
         else:
-            cat = lay.categories
-            if isinstance(cat, tuple):  # optional file, else a class count
-                cat_file, count = cat
-                path = os.path.join(root, cat_file)
-                categories = read_categories(path) if os.path.isfile(path) else \
-                    ['class_{}'.format(i) for i in range(count)]
+            candidates = lay.categories if isinstance(lay.categories, tuple) else (lay.categories,)
+            files = [os.path.join(root, c) for c in candidates if isinstance(c, str)]
+            found = [f for f in files if os.path.isfile(f)]
+            if found:
+                categories = read_categories(found[0])
+            elif isinstance(candidates[-1], int):
+                categories = ['class_{}'.format(i) for i in range(candidates[-1])]
             else:
-                path = os.path.join(root, cat)
-                if not os.path.isfile(path):
-                    raise LSNetError('category file {} not found (set --category_file or check '
-                                     '--root_path / {})'.format(path, DATA_ROOT_ENV))
-                categories = read_categories(path)
+                raise LSNetError('category file {} not found (set --category_file or check '
+                                 '--root_path / {})'.format(' or '.join(files), DATA_ROOT_ENV))
         train = _list_path(train_list, root) or os.path.join(root, lay.train_list)
         val = _list_path(val_list, root) or os.path.join(root, lay.val_list)
         tmpl = image_tmpl or lay.image_tmpl
