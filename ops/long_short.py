@@ -1,0 +1,354 @@
+"""The Long-Short temporal Module (LSM), LSNet's addition to TSM.
+
+Inside every residual block that TSM shifts, the feature map ``h`` (``(N·T, C, H, W)``, after
+conv1-BN-ReLU for ResNets, the residual branch's input for MobileNetV2) is replaced by::
+
+    h' = h + S(h) + L(h)
+
+- ``S`` (:class:`ShortTermBranch`) sees adjacent-frame motion.  ``Z = BN(1x1 conv C->C_r)(h)``,
+  ``Ẑ`` a depthwise 3x3 of ``Z`` (identity at init), ``D+_t = Ẑ_{t+1} - Z_t``,
+  ``D-_t = Ẑ_{t-1} - Z_t`` (zero at the clip ends).  The signed differences (not their absolute
+  value) keep the direction of motion: reversing a clip swaps and negates them.
+  ``M = [D+, D-]``, ``M̄ = M + up(dw3x3(avgpool2(M)))``, ``S(h) = h * tanh(E(M̄))`` with ``E`` a
+  zero-initialised 1x1 conv ``2C_r -> C``.  No layer after the differences has a bias, so a static
+  clip gives exactly ``S = 0``.
+- ``L`` (:class:`LongTermBranch`) aggregates over a long temporal range.  ``h`` is split into
+  ``groups`` channel groups; ``u1 = TConv1(h1)``, ``ug = TConvg(hg + u(g-1))``, each ``TConv`` a
+  depthwise temporal conv (kernel 3, zero padding, dilation ``2**(g-1)`` capped at ``max(1, T//2)``,
+  initialised to the identity tap), so the last group sees ±15 frames at ``T >= 16``.  A clip gate
+  ``γ = 2σ(W2 ReLU(W1 GAP_{T,H,W}(h)))`` (``W2`` zero-initialised, so ``γ = 1`` at init) and a
+  per-channel scale ``α`` (zero at init) give ``L(h) = α * γ * [u1 … ug]``.
+
+At initialisation ``S = L = 0`` exactly, so an LSNet equals the TSM it was built from and TSM or
+ImageNet checkpoints fine-tune into it.  Because ``E``, ``W2`` and ``α`` start at zero, only they get
+a gradient on the first step; once they have moved the gradient reaches the layers before them
+(``α``/``E`` after step 1, ``W2``'s input ``W1`` after step 2).
+
+Every parameter lives in an ordinary ``nn.Conv2d``/``nn.Conv3d``/``nn.BatchNorm2d``/``nn.Linear``
+so the optimizer policies treat them as weights/biases/BN.  ``α`` is held as the weight of a
+depthwise 1x1 ``nn.Conv2d`` but applied as a per-channel scale folded into the clip gate (one
+multiply instead of a conv over the whole map).
+
+Partial BN: ``TSN``'s partial BN freezes every BatchNorm after the first, because those layers carry
+ImageNet statistics.  The short branch's BN has no pretrained statistics (it starts at mean 0,
+variance 1, identity affine); frozen, it would never learn the scale of ``Z`` and its running
+statistics would stay meaningless.  So partial BN skips BatchNorm layers inside modules named
+``lsm`` (``ops/models.py`` does that): they keep training-mode statistics and trainable affine
+parameters.
+
+:func:`make_long_short` inserts one ``LongShortModule`` as attribute ``lsm`` of every shifted
+block, without renaming any existing module, so every TSM key stays as it was and only keys
+containing ``.lsm.`` are new.
+"""
+import logging
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from ops.errors import LSNetError
+
+log = logging.getLogger(__name__)
+
+BRANCHES = ('short', 'long')
+
+
+def reduced_channels(channels, reduction):
+    """Width ``C_r = max(8, C // reduction)`` of the short branch and the clip gate."""
+    return max(8, channels // reduction)
+
+
+def _pointwise(conv, x):
+    """A bias-free 1x1 ``conv`` applied as one matmul: (N, Cin, H, W) -> (N, Cout, H, W).
+
+    oneDNN's 1x1 conv is up to 10x slower than a matmul when the input is narrow (2·C_r channels).
+    """
+    n, c, height, width = x.shape
+    w = conv.weight.view(conv.out_channels, c)
+    return torch.matmul(w, x.reshape(n, c, height * width)).view(n, -1, height, width)
+
+
+def _split_clips(x, n_segment):
+    """(N·T, ...) -> N, checking the batch holds whole clips."""
+    nt = x.shape[0]
+    if nt % n_segment:
+        raise LSNetError(f'LongShortModule: batch of {nt} frames is not a whole number of clips '
+                         f'of {n_segment} segments (check --num_segments / --test_segments)')
+    return nt // n_segment
+
+
+class ShortTermBranch(nn.Module):
+    """S(h) = h * tanh(E(M̄)), from signed adjacent-frame differences.  (N·T, C, H, W) -> same."""
+
+    def __init__(self, channels, n_segment, reduction=16):
+        super().__init__()
+        self.n_segment = n_segment
+        c_r = reduced_channels(channels, reduction)
+        self.reduce = nn.Conv2d(channels, c_r, 1, bias=False)
+        self.bn = nn.BatchNorm2d(c_r)
+        self.smooth = nn.Conv2d(c_r, c_r, 3, padding=1, groups=c_r, bias=False)
+        self.context = nn.Conv2d(2 * c_r, 2 * c_r, 3, padding=1, groups=2 * c_r, bias=False)
+        self.expand = nn.Conv2d(2 * c_r, channels, 1, bias=False)
+        with torch.no_grad():
+            self.smooth.weight.zero_()
+            self.smooth.weight[:, :, 1, 1] = 1.0
+            self.expand.weight.zero_()
+
+    def motion(self, h):
+        """M̄ (N·T, 2·C_r, H, W): [D+, D-] plus their pooled spatial context."""
+        t = self.n_segment
+        n = _split_clips(h, t)
+        z = self.bn(_pointwise(self.reduce, h))
+        c_r, height, width = z.shape[1:]
+        zs = self.smooth(z).view(n, t, c_r, height, width)
+        z = z.view(n, t, c_r, height, width)
+        edge = z.new_zeros(n, 1, c_r, height, width)
+        d_next = torch.cat((zs[:, 1:] - z[:, :-1], edge), dim=1)
+        d_prev = torch.cat((edge, zs[:, :-1] - z[:, 1:]), dim=1)
+        m = torch.cat((d_next, d_prev), dim=2).view(n * t, 2 * c_r, height, width)
+        ctx = self.context(F.avg_pool2d(m, 2, ceil_mode=True))
+        return m + F.interpolate(ctx, size=(height, width), mode='nearest')
+
+    def excitation(self, h):
+        """E (N·T, C, H, W)."""
+        return _pointwise(self.expand, self.motion(h))
+
+    def forward(self, h):
+        """S(h) on its own (LongShortModule fuses it as h + S(h) = 2·h·σ(2E))."""
+        return h * torch.tanh(self.excitation(h))
+
+
+class LongTermBranch(nn.Module):
+    """L(h) = α * γ * [u1 … ug], cascaded dilated depthwise temporal convs.  (N·T, C, H, W) -> same."""
+
+    def __init__(self, channels, n_segment, reduction=16, groups=4):
+        super().__init__()
+        if groups < 1 or channels % groups:
+            raise LSNetError(f'--lsm_groups {groups} must divide the {channels} channels of every '
+                             f'block it is applied to')
+        self.n_segment = n_segment
+        self.groups = groups
+        width = channels // groups
+        cap = max(1, n_segment // 2)
+        self.dilations = tuple(min(2 ** g, cap) for g in range(groups))
+        self.tconvs = nn.ModuleList(
+            nn.Conv3d(width, width, (3, 1, 1), padding=(d, 0, 0), dilation=(d, 1, 1),
+                      groups=width, bias=False)
+            for d in self.dilations)
+        hidden = reduced_channels(channels, reduction)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+        self.alpha = nn.Conv2d(channels, channels, 1, groups=channels, bias=False)
+        with torch.no_grad():
+            for conv in self.tconvs:
+                conv.weight.zero_()
+                conv.weight[:, :, 1] = 1.0
+            self.fc2.weight.zero_()
+            self.fc2.bias.zero_()
+            self.alpha.weight.zero_()
+
+    def _tconv(self, conv, x):
+        """Depthwise temporal conv of x (N, T, Cg, H, W) with conv's kernel, zero padded.
+
+        Same result as ``conv`` on the (N, Cg, T, H, W) layout, without the two transposed copies.
+        """
+        d = conv.dilation[0]
+        w = conv.weight.view(1, 1, -1, 1, 1, 3)
+        out = x * w[..., 1]
+        if d < x.shape[1]:  # out is a fresh tensor, so adding the side taps in place is safe
+            out[:, d:].addcmul_(x[:, :-d], w[..., 0])
+            out[:, :-d].addcmul_(x[:, d:], w[..., 2])
+        return out
+
+    def group_slices(self):
+        """Channel slice of each group."""
+        width = self.tconvs[0].in_channels
+        return [slice(g * width, (g + 1) * width) for g in range(self.groups)]
+
+    def cascade(self, h):
+        """Yield u1 … ug, each (N, T, C/groups, H, W)."""
+        t = self.n_segment
+        n = _split_clips(h, t)
+        x = h.view(n, t, *h.shape[1:])
+        prev = None
+        for conv, sl in zip(self.tconvs, self.group_slices()):
+            prev = self._tconv(conv, x[:, :, sl] if prev is None else x[:, :, sl] + prev)
+            yield prev
+
+    def aggregate(self, h):
+        """[u1 … ug] as (N, T, C, H, W)."""
+        return torch.cat(list(self.cascade(h)), dim=2)
+
+    def gate(self, h):
+        """α * γ, (N, C): the clip gate times the per-channel scale."""
+        n = _split_clips(h, self.n_segment)
+        pooled = h.view(n, -1, h.shape[1], h.shape[2] * h.shape[3]).mean(dim=(1, 3))
+        gamma = 2.0 * torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))))
+        return gamma * self.alpha.weight.view(1, -1)
+
+    def forward(self, h):
+        u = self.aggregate(h) * self.gate(h)[:, None, :, None, None]
+        return u.view_as(h)
+
+
+class LongShortModule(nn.Module):
+    """h -> h + S(h) + L(h) on (N·T, C, H, W); equals the identity at initialisation.
+
+    ``branches`` picks which of ``'short'``/``'long'`` are built (for ablations).
+    """
+
+    def __init__(self, channels, n_segment, reduction=16, groups=4, branches=BRANCHES):
+        super().__init__()
+        branches = normalize_branches(branches)
+        if reduction < 1:
+            raise LSNetError(f'--lsm_reduction must be >= 1, got {reduction}')
+        self.channels = channels
+        self.n_segment = n_segment
+        self.branches = branches
+        self.short = ShortTermBranch(channels, n_segment, reduction) if 'short' in branches else None
+        self.long = (LongTermBranch(channels, n_segment, reduction, groups)
+                     if 'long' in branches else None)
+
+    def forward(self, h):
+        t = self.n_segment
+        if self.short is not None:
+            # h + h·tanh(E) == 2·h·σ(2E): one sigmoid instead of tanh + add (tanh is ~10x slower
+            # on CPU); exactly h when E = 0.
+            out = torch.mul(h, torch.sigmoid(2.0 * self.short.excitation(h))).mul_(2.0)
+        else:
+            out = h.clone()
+        if self.long is not None:
+            scale = self.long.gate(h)
+            out5 = out.view(-1, t, *out.shape[1:])
+            # Accumulate α·γ·u_g into out group by group (no concat of the u_g).
+            for sl, u in zip(self.long.group_slices(), self.long.cascade(h)):
+                out5[:, :, sl].addcmul_(u, scale[:, None, sl, None, None])
+        return out
+
+    def extra_repr(self):
+        return f'channels={self.channels}, n_segment={self.n_segment}, branches={self.branches}'
+
+
+def normalize_branches(branches):
+    """'short,long' / ['long'] / ('short', 'long') -> ordered tuple of known branch names."""
+    if isinstance(branches, str):
+        branches = branches.split(',')
+    names = [b.strip() for b in branches if b.strip()]
+    unknown = [b for b in names if b not in BRANCHES]
+    if unknown or not names:
+        raise LSNetError(f'--lsm_branches {",".join(names) or "(empty)"}: choose one or more of '
+                         f'{",".join(BRANCHES)}')
+    return tuple(b for b in BRANCHES if b in names)
+
+
+def _is_shift(module):
+    """True for a TemporalShift wrapper (ops.temporal_shift), recognised by its ``.net``."""
+    try:
+        from ops.temporal_shift import TemporalShift
+        if isinstance(module, TemporalShift):
+            return True
+    except ImportError:
+        pass
+    return isinstance(getattr(module, 'net', None), nn.Module)
+
+
+def _segments_of(shift, default):
+    """Segments the shift works on (T/2 after a temporal pool), else the model's."""
+    return int(getattr(shift, 'n_segment', default))
+
+
+class LSMBasicBlock(BasicBlock):
+    """torchvision BasicBlock with ``lsm`` after conv1-BN-ReLU."""
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.lsm(self.relu(self.bn1(self.conv1(x))))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class LSMBottleneck(Bottleneck):
+    """torchvision Bottleneck with ``lsm`` after conv1-BN-ReLU (``relu`` is shared, so reused)."""
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.lsm(self.relu(self.bn1(self.conv1(x))))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+_RESNET_BLOCKS = {BasicBlock: LSMBasicBlock, Bottleneck: LSMBottleneck}
+_INVERTED_RESIDUALS = {}
+
+
+def _inverted_residual_forward(self, x):
+    """Residual branch reads lsm(x); the identity path keeps x."""
+    return x + self.conv(self.lsm(x))
+
+
+def _lsm_inverted_residual(cls):
+    """Subclass of a MobileNetV2 block class whose residual branch starts with ``lsm``."""
+    if cls not in _INVERTED_RESIDUALS:
+        name = f'LSM{cls.__name__}'
+        sub = type(name, (cls,), {'forward': _inverted_residual_forward,
+                                  '__doc__': f'{cls.__name__} with lsm on the residual input.',
+                                  '__module__': __name__})
+        sub.__qualname__ = name
+        globals()[name] = sub
+        _INVERTED_RESIDUALS[cls] = sub
+    return _INVERTED_RESIDUALS[cls]
+
+
+def _conv_in_channels(module):
+    """Input channels of the first Conv2d inside ``module`` (a shift wrapper, a conv, a Sequential)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    raise LSNetError(f'--lsm: no Conv2d found in shifted layer {type(module).__name__}')
+
+
+def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branches=BRANCHES):
+    """Insert a LongShortModule as ``.lsm`` into every block TSM shifted; returns the count.
+
+    ResNets (torchvision BasicBlock/Bottleneck, shift place ``blockres`` or ``block``, also inside
+    non-local wrappers): after conv1-BN-ReLU, channels = conv1's output.  MobileNetV2 (blocks with
+    ``.conv`` whose first layer is shifted and a residual connection): on the residual branch input.
+    Existing module names are untouched.
+    """
+    branches = normalize_branches(branches)
+    arch_l = arch.lower()
+    if not (arch_l.startswith('resnet') or 'mobilenet' in arch_l):
+        raise LSNetError(f'--lsm supports resnet* and mobilenetv2 backbones, not --arch {arch}')
+    parents = {}
+    for name, module in base_model.named_modules():
+        for child in module.children():
+            parents[id(child)] = module
+
+    count = 0
+    for name, module in list(base_model.named_modules()):
+        cls = type(module)
+        if cls in _RESNET_BLOCKS:
+            parent = parents.get(id(module))
+            if _is_shift(module.conv1):
+                segments = _segments_of(module.conv1, n_segment)
+            elif parent is not None and _is_shift(parent) and parent.net is module:
+                segments = _segments_of(parent, n_segment)  # shift_place 'block'
+            else:
+                continue
+            channels = module.bn1.num_features
+            module.__class__ = _RESNET_BLOCKS[cls]
+        elif (isinstance(getattr(module, 'conv', None), nn.Sequential) and len(module.conv)
+              and _is_shift(module.conv[0]) and getattr(module, 'use_res_connect', False)):
+            segments = _segments_of(module.conv[0], n_segment)
+            channels = _conv_in_channels(module.conv[0])
+            module.__class__ = _lsm_inverted_residual(cls)
+        else:
+            continue
+        module.lsm = LongShortModule(channels, segments, reduction, groups, branches)
+        count += 1
+    if count == 0:
+        raise LSNetError(f'--lsm needs --shift: no temporally shifted block found in --arch {arch}')
+    log.info('LSM (%s) added to %d shifted blocks of %s', ','.join(branches), count, arch)
+    return count
