@@ -1,0 +1,139 @@
+"""Dataset registry: roots, reference layouts, category files, flip policy and label swaps."""
+import json
+import os
+
+import pytest
+
+from ops import dataset_config
+from ops.dataset_config import DATA_ROOT_ENV, build_label_swap, get_dataset_config, read_categories
+from ops.errors import LSNetError
+
+
+def _write(path, lines):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+
+
+def test_root_from_flag_then_env_else_error(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
+    with pytest.raises(LSNetError) as err:
+        get_dataset_config('kinetics', 'RGB')
+    assert '--root_path' in str(err.value) and DATA_ROOT_ENV in str(err.value)
+    _write(str(tmp_path / 'kinetics/labels/category.txt'), ['abseiling', 'air drumming'])
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path))
+    cfg = get_dataset_config('kinetics', 'RGB')
+    assert cfg.num_class == 2 and cfg.categories == ['abseiling', 'air drumming']
+    assert cfg.root_path == os.path.join(str(tmp_path), 'kinetics/images')
+    assert cfg.train_list == os.path.join(str(tmp_path), 'kinetics/labels/train_videofolder.txt')
+    assert cfg.image_tmpl == 'img_{:05d}.jpg' and cfg.flip and cfg.label_swap is None
+    other = tmp_path / 'other'
+    other.mkdir()
+    with pytest.raises(LSNetError, match='category file'):
+        get_dataset_config('kinetics', 'RGB', root_path=str(other))  # the flag wins over the env
+
+
+def test_reference_layouts_and_templates(tmp_path):
+    root = str(tmp_path)
+    _write(os.path.join(root, 'something/v1/category.txt'), ['Holding something'])
+    _write(os.path.join(root, 'something/v2/category.txt'), ['Holding something'])
+    _write(os.path.join(root, 'jester/category.txt'), ['Doing other things'])
+    _write(os.path.join(root, 'UCF101/labels/classInd.txt'), ['1 ApplyEyeMakeup', '2 ApplyLipstick'])
+    v1 = get_dataset_config('something', 'RGB', root_path=root)
+    assert v1.image_tmpl == '{:05d}.jpg' and not v1.flip
+    assert v1.root_path.endswith('something/v1/20bn-something-something-v1')
+    assert v1.val_list.endswith('something/v1/val_videofolder.txt')
+    assert get_dataset_config('something', 'Flow', root_path=root).image_tmpl == '{:06d}-{}_{:05d}.jpg'
+    v2 = get_dataset_config('somethingv2', 'RGB', root_path=root)
+    assert v2.image_tmpl == '{:06d}.jpg' and not v2.flip
+    assert v2.root_path.endswith('something/v2/20bn-something-something-v2-frames')
+    jester = get_dataset_config('jester', 'RGB', root_path=root)
+    assert jester.image_tmpl == '{:05d}.jpg' and not jester.flip
+    ucf = get_dataset_config('ucf101', 'Flow', root_path=root)
+    assert ucf.categories == ['ApplyEyeMakeup', 'ApplyLipstick'] and ucf.flip
+    assert ucf.image_tmpl == 'flow_{}_{:05d}.jpg'
+    assert ucf.train_list.endswith('UCF101/file_list/ucf101_flow_train_split_1.txt')
+    hmdb = get_dataset_config('hmdb51', 'RGB', root_path=root)  # no category file: 51 classes
+    assert hmdb.num_class == 51 and hmdb.train_list.endswith('HMDB51/splits/hmdb51_rgb_train_split_1.txt')
+    assert not get_dataset_config('kinetics', 'RGB', root_path=root, no_flip=True,
+                                  category_file=os.path.join(root, 'jester/category.txt')).flip
+
+
+def test_overrides_and_unknowns(tmp_path):
+    root = str(tmp_path)
+    _write(os.path.join(root, 'jester/category.txt'), ['a', 'b'])
+    _write(os.path.join(root, 'my_train.txt'), ['x 3 0'])
+    cfg = get_dataset_config('jester', 'RGB', root_path=root, train_list='my_train.txt',
+                             image_tmpl='img_{:05d}.jpg')
+    assert cfg.train_list == os.path.join(root, 'my_train.txt') and cfg.image_tmpl == 'img_{:05d}.jpg'
+    with pytest.raises(LSNetError, match='unknown dataset'):
+        get_dataset_config('imagenet', 'RGB', root_path=root)
+    with pytest.raises(LSNetError, match='unknown modality'):
+        get_dataset_config('jester', 'Depth', root_path=root)
+    with pytest.raises(LSNetError, match='not a folder'):
+        get_dataset_config('jester', 'RGB', root_path=os.path.join(root, 'missing'))
+
+
+def test_custom_needs_its_flags(tmp_path):
+    with pytest.raises(LSNetError) as err:
+        get_dataset_config('custom', 'RGB', root_path=str(tmp_path))
+    msg = str(err.value)
+    assert '--train_list' in msg and '--val_list' in msg and '--category_file' in msg
+    _write(str(tmp_path / 'classes.txt'), ['move left', 'move right', 'stay'])
+    _write(str(tmp_path / 'train.txt'), ['v 3 0'])
+    cfg = get_dataset_config('custom', 'RGB', root_path=str(tmp_path), train_list='train.txt',
+                             val_list='train.txt', category_file='classes.txt')
+    assert cfg.num_class == 3 and cfg.root_path == str(tmp_path) and cfg.flip
+    assert cfg.train_list == str(tmp_path / 'train.txt')
+    assert cfg.label_swap == {0: 1, 1: 0}
+    with pytest.raises(LSNetError, match='--category_file'):
+        get_dataset_config('custom', 'RGB', root_path=str(tmp_path), train_list='train.txt',
+                           val_list='train.txt', category_file='nope.txt')
+
+
+def test_label_swap_from_category_names(tmp_path):
+    names = ['Pushing something from left to right', 'Pushing something from right to left',
+             'Turning the camera left while filming something', 'Holding something',
+             'Turning the camera right while filming something', 'Swiping Left', 'Swiping Right']
+    swap = build_label_swap(names)
+    assert swap == {0: 1, 1: 0, 2: 4, 4: 2, 5: 6, 6: 5}
+    assert build_label_swap(['Holding something', 'Moving something left']) is None
+    _write(str(tmp_path / 'something/v2/category.txt'), names)
+    cfg = get_dataset_config('somethingv2', 'RGB', root_path=str(tmp_path))
+    assert cfg.label_swap == swap and not cfg.flip  # map available, flipping still off
+
+
+def test_read_categories_keeps_plain_names(tmp_path):
+    _write(str(tmp_path / 'c.txt'), ['7 up', 'dancing', ''])
+    assert read_categories(str(tmp_path / 'c.txt')) == ['7 up', 'dancing']
+
+
+def test_synthetic_generated_on_first_use(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_ensure(root, seed=0):
+        calls.append(root)
+        _write(os.path.join(root, 'category.txt'), ['spin cw', 'spin ccw', 'square'])
+        _write(os.path.join(root, 'train_videofolder.txt'), ['v0 8 0'])
+        with open(os.path.join(root, 'class_groups.json'), 'w') as f:
+            json.dump({'rotation': [0, 1], 'appearance': [2]}, f)
+        with open(os.path.join(root, 'label_swap.json'), 'w') as f:
+            json.dump({'0': 1, '1': 0}, f)
+
+    import tools.gen_synthetic
+    monkeypatch.setattr(tools.gen_synthetic, 'ensure_synthetic', fake_ensure)
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path))
+    cfg = get_dataset_config('synthetic', 'RGB')
+    root = os.path.join(str(tmp_path), 'synthetic')
+    assert calls == [root]
+    assert cfg.root_path == os.path.join(root, 'frames') and cfg.num_class == 3
+    assert cfg.train_list == os.path.join(root, 'train_videofolder.txt')
+    assert cfg.class_groups == {'rotation': [0, 1], 'appearance': [2]}
+    assert cfg.label_swap == {0: 1, 1: 0} and cfg.flip
+    assert not get_dataset_config('synthetic', 'RGB', no_flip=True).flip
+    explicit = str(tmp_path / 'elsewhere')
+    assert get_dataset_config('synthetic', 'RGB', root_path=explicit).root_path == \
+        os.path.join(explicit, 'frames')
+    with pytest.raises(LSNetError, match='Flow'):
+        get_dataset_config('synthetic', 'Flow')
+    assert dataset_config.DATA_ROOT_ENV == 'LSNET_DATA_ROOT'
