@@ -1,0 +1,220 @@
+"""Classify one video file or frame folder with a trained checkpoint and print the top-5 classes.
+
+The model is rebuilt from the checkpoint's stored configuration (segments, backbone, shift,
+input size, ...); official TSM files without one are read from their file name.  Frames are
+sampled at the segment centres (test sampling) and centre-cropped like ``test_models.py``
+(``--test_crops 3/5/10`` average several crops).  Class names come from ``--category_file``, else
+the checkpoint's ``categories`` entry, else ``class_<i>``.
+
+    python tools/demo.py checkpoints/.../ckpt.best.pth.tar video.mp4
+    python tools/demo.py TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth frames/abc/ \\
+        --category_file kinetics/labels/category.txt --json
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+if __package__ in (None, ''):  # run as a script: make the repo root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from ops.errors import LSNetError  # noqa: E402
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
+_NUMBERED = re.compile(r'^(.*?)(\d+)(\.[A-Za-z]+)$')
+
+
+def _num_class_from_state_dict(sd):
+    for key in ('new_fc.weight', 'module.new_fc.weight', 'base_model.classifier.weight',
+                'module.base_model.classifier.weight'):
+        if key in sd:
+            return int(sd[key].shape[0])
+    return None
+
+
+def model_config(path, ckpt):
+    """Model config dict: the checkpoint's own ``config``, else parsed from an official file name."""
+    cfg = ckpt.get('config')
+    if isinstance(cfg, dict):
+        cfg = dict(cfg)
+    else:
+        from ops.utils import parse_weight_name
+        cfg = parse_weight_name(path)
+        cfg.pop('dataset', None)
+    if cfg.get('num_class') is None:
+        n = _num_class_from_state_dict(ckpt.get('state_dict', {}))
+        if n is None:
+            raise LSNetError('%s: cannot tell the number of classes (no config, no new_fc.weight)' % path)
+        cfg['num_class'] = n
+    if cfg.get('input_size') is None:
+        cfg['input_size'] = ckpt.get('input_size') or 224
+    return cfg
+
+
+def load_trained_model(path, device='cpu', **overrides):
+    """``(model in eval mode, checkpoint dict)`` for a checkpoint file (random init, then its weights)."""
+    from ops.checkpoint import load_checkpoint, load_weights
+    from ops.models import build_model_from_config
+
+    ckpt = load_checkpoint(path)
+    cfg = model_config(path, ckpt)
+    kwargs = dict(pretrain='none', consensus_type='avg')
+    kwargs.update(overrides)
+    try:
+        model = build_model_from_config(cfg, **kwargs)
+    except ImportError as exc:  # e.g. an LSNet checkpoint before ops.long_short is available
+        raise LSNetError('%s: the model needs a module that is not available (%s)' % (path, exc))
+    load_weights(model, ckpt, finetune=False, source=path)
+    return model.to(device).eval(), ckpt
+
+
+def class_names(ckpt, num_class, category_file=None):
+    """``num_class`` names from ``category_file``, else ``ckpt['categories']``, else ``class_<i>``."""
+    if category_file:
+        if not os.path.isfile(category_file):
+            raise LSNetError('--category_file not found: %s' % category_file)
+        with open(category_file, encoding='utf-8') as f:
+            names = [line.strip() for line in f if line.strip()]
+        source = category_file
+    elif ckpt.get('categories'):
+        names, source = [str(c) for c in ckpt['categories']], 'the checkpoint'
+    else:
+        return ['class_%d' % i for i in range(num_class)]
+    if len(names) != num_class:
+        raise LSNetError('%s lists %d classes but the model has %d' % (source, len(names), num_class))
+    return names
+
+
+def detect_template(folder):
+    """``(template, num_frames)`` of a frame folder, e.g. ``('img_{:05d}.jpg', 120)``.
+
+    The template is read off the first numbered image; frames are counted as the files with the
+    same prefix, digit count and extension.
+    """
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
+    for name in names:
+        m = _NUMBERED.match(name)
+        if m and not m.group(1).startswith('flow_'):
+            prefix, digits, ext = m.groups()
+            tmpl = '%s{:0%dd}%s' % (prefix.replace('{', '{{').replace('}', '}}'), len(digits), ext)
+            pat = re.compile(r'^%s\d{%d}%s$' % (re.escape(prefix), len(digits), re.escape(ext)))
+            return tmpl, sum(1 for n in names if pat.match(n))
+    raise LSNetError('no numbered image frames in %s' % folder)
+
+
+def load_clip(source, model, image_tmpl=None):
+    """``(uint8 clip (F, C, H, W), num_frames)`` with the frames the model's test sampling picks."""
+    from ops.dataset import sample_test_indices, segment_frame_numbers
+    from ops.video_io import count_video_frames, is_video_file, read_frames, read_video_frames
+
+    if model.modality == 'Flow':
+        raise LSNetError('the demo takes RGB models (this checkpoint is a Flow model)')
+    images = model.new_length + 1 if model.modality == 'RGBDiff' else model.new_length
+    if os.path.isdir(source):
+        if image_tmpl:
+            tmpl = image_tmpl
+            n = 0
+            while os.path.exists(os.path.join(source, tmpl.format(n + 1))):
+                n += 1
+        else:
+            tmpl, n = detect_template(source)
+    elif os.path.isfile(source):
+        if not is_video_file(source):
+            raise LSNetError('%s is neither a frame folder nor a video file (.mp4 .webm .avi .mkv)' % source)
+        n = count_video_frames(source)
+    else:
+        raise LSNetError('input not found: %s' % source)
+    if n < 1:
+        raise LSNetError('no frames in %s' % source)
+    offsets = sample_test_indices(n, model.num_segments, images)
+    numbers = segment_frame_numbers(offsets, n, images)
+    if os.path.isdir(source):
+        clip = read_frames([os.path.join(source, tmpl.format(i)) for i in numbers],
+                           min_short_side=model.scale_size)
+    else:
+        clip = read_video_frames(source, numbers)
+    return clip, n
+
+
+def predict(model, clip, test_crops=1):
+    """Class probabilities ``(num_class,)``: softmax of the crops' mean logits."""
+    from ops.transforms import build_transform
+
+    transform = build_transform('test', modality=model.modality, new_length=model.new_length,
+                                crop_size=model.crop_size, scale_size=model.scale_size,
+                                mean=model.input_mean, std=model.input_std, test_crops=test_crops)
+    x = transform(clip)  # (K·T, L·C, h, w), crop-major
+    device = next(model.parameters()).device
+    x = x.reshape(-1, model.num_segments * x.shape[1], *x.shape[-2:]).to(device)  # (K, T·L·C, h, w)
+    with torch.inference_mode():
+        logits = model(x)
+    return torch.softmax(logits.float().mean(dim=0), dim=0).cpu()
+
+
+def pick_device(name):
+    if name == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name.startswith('cuda') and not torch.cuda.is_available():
+        raise LSNetError('--device %s: CUDA is not available' % name)
+    return name
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description='Top-k classes of one video with a trained checkpoint.')
+    p.add_argument('checkpoint', help='checkpoint file (ours or an official TSM file)')
+    p.add_argument('input', help='video file or folder of frames')
+    p.add_argument('--category_file', default='', help='class names, one per line')
+    p.add_argument('--image_tmpl', default='', help='frame template, e.g. img_{:05d}.jpg (default: detected)')
+    p.add_argument('--test_crops', type=int, default=1, choices=(1, 3, 5, 10))
+    p.add_argument('--topk', type=int, default=5)
+    p.add_argument('--device', default='auto', help='auto (CUDA when present), cpu, cuda, cuda:N')
+    p.add_argument('--json', action='store_true', help='print one JSON object')
+    return p
+
+
+def run(args):
+    t0 = time.perf_counter()
+    device = pick_device(args.device)
+    model, ckpt = load_trained_model(args.checkpoint, device)
+    names = class_names(ckpt, model.num_class, args.category_file)
+    clip, n = load_clip(args.input, model, args.image_tmpl or None)
+    probs = predict(model, clip, args.test_crops)
+    k = min(args.topk, model.num_class)
+    scores, labels = probs.topk(k)
+    top = [{'rank': i + 1, 'label': int(c), 'class': names[int(c)], 'score': float(s)}
+           for i, (s, c) in enumerate(zip(scores, labels))]
+    result = {'input': args.input, 'checkpoint': args.checkpoint, 'num_frames': n,
+              'num_segments': model.num_segments, 'test_crops': args.test_crops,
+              'input_size': model.crop_size, 'arch': model.base_model_name,
+              'seconds': round(time.perf_counter() - t0, 3), 'top': top}
+    return result
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.topk < 1:
+            raise LSNetError('--topk must be >= 1, got %d' % args.topk)
+        result = run(args)
+    except LSNetError as exc:
+        print('error: %s' % exc, file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print('%s: %d frames, %d segments x %d crop(s) at %dx%d, %s (%.2f s)' % (
+            result['input'], result['num_frames'], result['num_segments'], result['test_crops'],
+            result['input_size'], result['input_size'], result['arch'], result['seconds']))
+        width = max(len(t['class']) for t in result['top'])
+        for t in result['top']:
+            print('%2d. %-*s  %.4f' % (t['rank'], width, t['class'], t['score']))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

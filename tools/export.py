@@ -1,0 +1,131 @@
+"""Export a trained TSN / TSM / LSNet checkpoint to ``torch.export`` (and ONNX when available).
+
+Writes an ``ExportedProgram`` (``torch.export.save``, ``.pt2``) taking one float input
+``(N, T·C, H, W)`` (normalised clips) and returning ``(N, num_class)`` logits, reloads it and checks
+that its outputs match the eager model within ``--atol`` (default 1e-4) on a random clip.  With the
+``onnx`` package installed an ONNX file is written too (checked with onnxruntime when that is
+installed); without it the ONNX step is skipped with a message.
+
+    python tools/export.py checkpoints/.../ckpt.best.pth.tar --out model.pt2 --onnx model.onnx
+
+Exit status: 0 on success, 1 when an exported model does not match the eager one, 2 on a usage
+error.
+"""
+
+import argparse
+import importlib.util
+import os
+import sys
+
+if __package__ in (None, ''):  # run as a script: make the repo root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from ops.errors import LSNetError  # noqa: E402
+from tools.demo import load_trained_model  # noqa: E402
+
+
+def example_input(model, batch_size=1, seed=0):
+    """Random clip ``(N, T·C, H, W)`` for ``model`` (fixed seed, so runs are repeatable)."""
+    g = torch.Generator().manual_seed(seed)
+    size = model.crop_size
+    return torch.randn(batch_size, model.num_segments * model.input_channels, size, size, generator=g)
+
+
+def max_abs_diff(a, b):
+    return float((a.float() - b.float()).abs().max())
+
+
+def export_program(model, x, path, dynamic_batch=False):
+    """``torch.export`` ``model`` on ``x``, save it to ``path``; returns the reloaded program."""
+    dynamic_shapes = None
+    if dynamic_batch:
+        dynamic_shapes = ({0: torch.export.Dim('batch', min=1, max=1024)},)
+    with torch.no_grad():
+        program = torch.export.export(model, (x,), dynamic_shapes=dynamic_shapes)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.export.save(program, path)
+    return torch.export.load(path)
+
+
+def export_onnx(model, x, path):
+    """Write ONNX to ``path``; returns ``(status text, max |diff| or None)``."""
+    if importlib.util.find_spec('onnx') is None:
+        return 'skipped: the onnx package is not installed (pip install onnx onnxscript)', None
+    with torch.no_grad():
+        torch.onnx.export(model, (x,), path, input_names=['clip'], output_names=['logits'])
+    import onnx
+    onnx.checker.check_model(onnx.load(path))
+    if importlib.util.find_spec('onnxruntime') is None:
+        return 'written %s (checked with onnx.checker; onnxruntime not installed, outputs not compared)' % path, None
+    import onnxruntime
+    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    (out,) = session.run(None, {'clip': x.numpy()})
+    with torch.no_grad():
+        diff = max_abs_diff(torch.from_numpy(out), model(x))
+    return 'written %s' % path, diff
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description='Export a checkpoint to torch.export (and ONNX).')
+    p.add_argument('checkpoint')
+    p.add_argument('--out', default='', help='ExportedProgram file (default: <checkpoint stem>.pt2)')
+    p.add_argument('--onnx', default='', help='ONNX file (default: <checkpoint stem>.onnx)')
+    p.add_argument('--no_onnx', action='store_true', help='skip the ONNX export')
+    p.add_argument('--batch_size', type=int, default=1, help='clips in the example input')
+    p.add_argument('--dynamic_batch', action='store_true', help='export with a symbolic batch size')
+    p.add_argument('--atol', type=float, default=1e-4, help='largest allowed |exported - eager|')
+    return p
+
+
+def _stem(path):
+    base = os.path.basename(path)
+    for ext in ('.pth.tar', '.pth', '.pt', '.tar', '.ckpt'):
+        if base.endswith(ext):
+            return os.path.join(os.path.dirname(path), base[:-len(ext)])
+    return os.path.splitext(path)[0]
+
+
+def run(args):
+    """Export and verify; returns the exit status."""
+    if args.batch_size < 1:
+        raise LSNetError('--batch_size must be >= 1, got %d' % args.batch_size)
+    model, _ = load_trained_model(args.checkpoint, 'cpu')
+    x = example_input(model, args.batch_size)
+    with torch.no_grad():
+        eager = model(x)
+    out = args.out or _stem(args.checkpoint) + '.pt2'
+    program = export_program(model, x, out, args.dynamic_batch)
+    with torch.no_grad():
+        diff = max_abs_diff(program.module()(x), eager)
+    ok = diff <= args.atol
+    print('torch.export: %s  input %s -> output %s  max_abs_diff=%.3g (%s, atol %g)' % (
+        out, tuple(x.shape), tuple(eager.shape), diff, 'ok' if ok else 'MISMATCH', args.atol))
+    if args.dynamic_batch:
+        x2 = example_input(model, args.batch_size + 1, seed=1)
+        with torch.no_grad():
+            d2 = max_abs_diff(program.module()(x2), model(x2))
+        ok = ok and d2 <= args.atol
+        print('torch.export: batch %d max_abs_diff=%.3g (%s)' % (x2.shape[0], d2, 'ok' if d2 <= args.atol else 'MISMATCH'))
+    if not args.no_onnx:
+        status, onnx_diff = export_onnx(model, x, args.onnx or _stem(args.checkpoint) + '.onnx')
+        if onnx_diff is None:
+            print('onnx: %s' % status)
+        else:
+            ok = ok and onnx_diff <= args.atol
+            print('onnx: %s max_abs_diff=%.3g (%s)' % (status, onnx_diff, 'ok' if onnx_diff <= args.atol else 'MISMATCH'))
+    return 0 if ok else 1
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except LSNetError as exc:
+        print('error: %s' % exc, file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Parameters, FLOPs and CPU latency of a TSN / TSM / LSNet model configuration.
+
+FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (one multiply-accumulate = 2
+FLOPs; the "33G FLOPs" quoted for TSM-ResNet-50 at 8x224^2 are multiply-accumulates, our
+``gmacs``).  Latency is the median wall time of a forward pass of one clip (batch 1) on the CPU.
+Models are built with random weights (``pretrain='none'``).
+
+One configuration, with the training flags; the last line is machine-readable:
+
+    python tools/model_stats.py --arch resnet50 --num_segments 8 --shift --shift_div 8 --lsm
+    ...
+    params_m=24.33 gmacs=32.88 gflops=65.76 latency_ms=812.3
+
+The comparison table (TSN / TSM / NL-TSM / LSNet on ResNet-50 and MobileNetV2, 8x224^2) with the
+LSNet/TSM ratios measured in the same run:
+
+    python tools/model_stats.py --table
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+if __package__ in (None, ''):  # run as a script: make the repo root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from ops.errors import LSNetError  # noqa: E402
+
+TABLE_VARIANTS = (
+    ('TSN', dict(is_shift=False)),
+    ('TSM', dict(is_shift=True)),
+    ('NL-TSM', dict(is_shift=True, non_local=True)),
+    ('LSNet', dict(is_shift=True, lsm=True)),
+)
+TABLE_ARCHS = ('resnet50', 'mobilenetv2')
+
+
+def model_kwargs(args):
+    """TSN constructor kwargs from the parsed flags (random weights, no dropout at inference)."""
+    return dict(num_class=args.num_class, num_segments=args.num_segments, modality=args.modality,
+                base_model=args.arch, new_length=args.new_length, consensus_type=args.consensus_type,
+                dropout=0.0, pretrain='none', is_shift=args.shift, shift_div=args.shift_div,
+                shift_place=args.shift_place, temporal_pool=args.temporal_pool,
+                non_local=args.non_local, input_size=args.input_size, shift_mode=args.shift_mode,
+                lsm=args.lsm, lsm_reduction=args.lsm_reduction, lsm_groups=args.lsm_groups,
+                lsm_branches=tuple(args.lsm_branches))
+
+
+def build_model(kwargs):
+    """``ops.models.TSN(**kwargs)`` in eval mode.  A missing optional module (``ops.long_short``
+    before it exists) becomes an LSNetError saying so."""
+    try:
+        from ops.models import TSN
+    except ImportError as exc:
+        raise LSNetError('ops.models is not available (%s)' % exc)
+    try:
+        model = TSN(**kwargs)
+    except ImportError as exc:
+        raise LSNetError('this configuration needs a module that is not available: %s' % exc)
+    return model.eval()
+
+
+def random_clip(model, batch_size=1):
+    """Random input ``(N, T·C, H, W)`` for ``model`` (C = channels per segment)."""
+    size = model.crop_size
+    return torch.randn(batch_size, model.num_segments * model.input_channels, size, size)
+
+
+def count_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model, x):
+    """FLOPs of one forward pass over ``x`` (multiply-accumulates count 2)."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x)
+    return counter.get_total_flops()
+
+
+def measure_latency(model, x, runs=5, warmup=2):
+    """Median wall time in milliseconds of ``runs`` forward passes, after ``warmup`` passes."""
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            t0 = time.perf_counter()
+            model(x)
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1000.0)
+    return statistics.median(times)
+
+
+def measure(kwargs, batch_size=1, runs=5, warmup=2, latency=True):
+    """``{'params_m', 'gmacs', 'gflops', 'latency_ms'}`` of the model built from ``kwargs``.
+
+    GMACs/GFLOPs are per clip (divided by ``batch_size``); latency is per forward of the batch
+    (``nan`` when ``latency`` is False).
+    """
+    model = build_model(kwargs)
+    x = random_clip(model, batch_size)
+    flops = count_flops(model, x) / batch_size
+    return {
+        'params_m': count_params(model) / 1e6,
+        'gmacs': flops / 2e9,
+        'gflops': flops / 1e9,
+        'latency_ms': measure_latency(model, x, runs, warmup) if latency else float('nan'),
+    }
+
+
+def format_line(stats):
+    return 'params_m={:.2f} gmacs={:.2f} gflops={:.2f} latency_ms={:.1f}'.format(
+        stats['params_m'], stats['gmacs'], stats['gflops'], stats['latency_ms'])
+
+
+def describe(kwargs):
+    parts = [kwargs['base_model'], '%d segments' % kwargs['num_segments'],
+             '%dx%d' % (kwargs['input_size'], kwargs['input_size']), kwargs['modality']]
+    if kwargs['is_shift']:
+        parts.append('shift 1/%d %s' % (kwargs['shift_div'], kwargs['shift_place']))
+    for flag in ('temporal_pool', 'non_local', 'lsm'):
+        if kwargs[flag]:
+            parts.append(flag)
+    return ', '.join(parts)
+
+
+def run_table(args, out=None):
+    """Print the TSN/TSM/NL-TSM/LSNet comparison table and the LSNet/TSM ratios; returns rows."""
+    out = out or sys.stdout
+    rows = []
+    print('| backbone | model | params (M) | GMACs | GFLOPs | CPU latency (ms) |', file=out)
+    print('|---|---|---:|---:|---:|---:|', file=out)
+    for arch in args.table_archs:
+        for name, variant in TABLE_VARIANTS:
+            kwargs = model_kwargs(args)
+            kwargs.update(base_model=arch, is_shift=False, non_local=False, lsm=False)
+            kwargs.update(variant)
+            try:
+                stats = measure(kwargs, args.batch_size, args.runs, args.warmup, not args.no_latency)
+            except LSNetError as exc:
+                print('| %s | %s | n/a (%s) | | | |' % (arch, name, exc), file=out)
+                out.flush()
+                continue
+            rows.append((arch, name, stats))
+            print('| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.1f} |'.format(
+                arch, name, stats['params_m'], stats['gmacs'], stats['gflops'], stats['latency_ms']),
+                file=out)
+            out.flush()
+    by_key = {(a, n): s for a, n, s in rows}
+    print('', file=out)
+    for arch in args.table_archs:
+        tsm, lsnet = by_key.get((arch, 'TSM')), by_key.get((arch, 'LSNet'))
+        if tsm and lsnet:
+            print('{} LSNet/TSM: params x{:.3f}, GMACs x{:.3f}, latency x{:.3f}'.format(
+                arch, lsnet['params_m'] / tsm['params_m'], lsnet['gmacs'] / tsm['gmacs'],
+                lsnet['latency_ms'] / tsm['latency_ms']), file=out)
+        else:
+            print('{} LSNet/TSM: not available'.format(arch), file=out)
+    return rows
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description='Parameters, FLOPs (torch.utils.flop_counter) and CPU '
+                                            'latency of a model configuration.')
+    p.add_argument('--arch', default='resnet50')
+    p.add_argument('--num_segments', type=int, default=8)
+    p.add_argument('--modality', choices=('RGB', 'Flow', 'RGBDiff'), default='RGB')
+    p.add_argument('--new_length', type=int, default=None)
+    p.add_argument('--num_class', type=int, default=400, help='classes of the head (default 400)')
+    p.add_argument('--consensus_type', default='avg')
+    p.add_argument('--shift', action='store_true', help='temporal shift (TSM)')
+    p.add_argument('--shift_div', type=int, default=8)
+    p.add_argument('--shift_place', default='blockres')
+    p.add_argument('--shift_mode', choices=('fast', 'lean'), default='fast')
+    p.add_argument('--temporal_pool', action='store_true')
+    p.add_argument('--non_local', action='store_true')
+    p.add_argument('--lsm', action='store_true', help='long-short module (LSNet)')
+    p.add_argument('--lsm_reduction', type=int, default=16)
+    p.add_argument('--lsm_groups', type=int, default=4)
+    p.add_argument('--lsm_branches', nargs='+', default=['short', 'long'])
+    p.add_argument('--input_size', type=int, default=224)
+    p.add_argument('--batch_size', type=int, default=1, help='clips per timed forward (default 1)')
+    p.add_argument('--runs', type=int, default=5, help='timed forward passes (median reported)')
+    p.add_argument('--warmup', type=int, default=2, help='untimed forward passes first')
+    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (default: torch default)')
+    p.add_argument('--no_latency', action='store_true', help='skip timing (latency_ms=nan)')
+    p.add_argument('--table', action='store_true',
+                   help='TSN/TSM/NL-TSM/LSNet table for --table_archs at --num_segments x --input_size^2')
+    p.add_argument('--table_archs', nargs='+', default=list(TABLE_ARCHS))
+    return p
+
+
+def check_args(args):
+    for flag in ('num_segments', 'input_size', 'batch_size', 'runs', 'num_class'):
+        if getattr(args, flag) < 1:
+            raise LSNetError('--%s must be >= 1, got %d' % (flag, getattr(args, flag)))
+    if args.warmup < 0 or args.threads < 0:
+        raise LSNetError('--warmup and --threads must be >= 0')
+    if args.temporal_pool and args.num_segments % 2:
+        raise LSNetError('--temporal_pool needs an even --num_segments, got %d' % args.num_segments)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        check_args(args)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        print('torch %s, %d CPU threads' % (torch.__version__, torch.get_num_threads()))
+        if args.table:
+            run_table(args)
+            return 0
+        kwargs = model_kwargs(args)
+        stats = measure(kwargs, args.batch_size, args.runs, args.warmup, not args.no_latency)
+    except LSNetError as exc:
+        print('error: %s' % exc, file=sys.stderr)
+        return 2
+    print(describe(kwargs))
+    print(format_line(stats))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
