@@ -1,0 +1,213 @@
+"""Checkpoint files in the official TSM layout: load safely, match keys to a model, save atomically.
+
+A checkpoint is a dict with ``epoch``, ``arch``, ``state_dict`` (keys with the ``module.`` prefix of
+``nn.DataParallel``), ``optimizer``, ``best_prec1`` and, in ours, ``config`` (the model's
+constructor kwargs). Loading always uses ``weights_only=True``; the only non-tensor globals
+allowed are the numpy scalar pieces that the reference's ``main.py`` writes (its step schedule
+stores the learning rate as a numpy float64 in the optimizer entry).
+"""
+import logging
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ops.errors import LSNetError
+
+log = logging.getLogger(__name__)
+
+PREFIX = 'module.'
+
+
+def _numpy_scalar_globals():
+    """The globals a pickled ``numpy.float64`` needs, under both numpy 1.x and 2.x module paths."""
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    allowed = [scalar, (scalar, 'numpy.core.multiarray.scalar'), (scalar, 'numpy._core.multiarray.scalar'),
+               np.dtype]
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:  # numpy >= 1.25 names the dtype classes
+        allowed.append(dtypes.Float64DType)
+    return allowed
+
+
+def load_checkpoint(path):
+    """Read a checkpoint with ``weights_only=True``; a bare state dict comes back as ``{'state_dict': sd}``."""
+    if not os.path.exists(path):
+        raise LSNetError('checkpoint not found: {}'.format(path))
+    if os.path.isdir(path):
+        raise LSNetError('checkpoint path is a directory: {}'.format(path))
+    try:
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            obj = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = next((line.strip() for line in str(exc).splitlines() if 'GLOBAL' in line), str(exc).splitlines()[0])
+        raise LSNetError('refusing to load {}: it holds objects outside the weights_only allow-list ({})'
+                         .format(path, detail)) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LSNetError('cannot read checkpoint {} (corrupt or not a torch file): {}'.format(path, msg)) from None
+    if not isinstance(obj, dict):
+        raise LSNetError('checkpoint {} holds a {}, not a dict'.format(path, type(obj).__name__))
+    if 'state_dict' not in obj:
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return {'state_dict': obj}
+        raise LSNetError('checkpoint {} has no state_dict entry (top-level keys: {})'
+                         .format(path, ', '.join(map(str, list(obj)[:8]))))
+    return obj
+
+
+def strip_module_prefix(sd):
+    """Drop a leading ``module.`` from every key (keys without it are kept)."""
+    return {(k[len(PREFIX):] if k.startswith(PREFIX) else k): v for k, v in sd.items()}
+
+
+def add_module_prefix(sd):
+    """Give every key the ``module.`` prefix of the official files (never twice)."""
+    return {(k if k.startswith(PREFIX) else PREFIX + k): v for k, v in sd.items()}
+
+
+def _canonical(key):
+    """Key without the wrapper segments ``net`` (TemporalShift/TemporalPool): TSN ↔ TSM naming."""
+    return '.'.join(part for part in key.split('.') if part != 'net')
+
+
+def _is_lsm(key):
+    return '.lsm.' in key or key.startswith('lsm.')
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights` did, by key name (model names)."""
+    loaded: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
+    unexpected: list = field(default_factory=list)
+    dropped: list = field(default_factory=list)
+    renamed: list = field(default_factory=list)  # (file key, model key)
+    source: str = ''
+
+    def summary(self):
+        parts = ['{}: loaded {} tensors'.format(self.source, len(self.loaded))]
+        if self.renamed:
+            parts.append('renamed {}'.format(len(self.renamed)))
+        if self.dropped:
+            parts.append('dropped {} ({})'.format(len(self.dropped), ', '.join(self.dropped)))
+        if self.missing:
+            parts.append('missing {} ({}{})'.format(len(self.missing), ', '.join(self.missing[:4]),
+                                                   ', ...' if len(self.missing) > 4 else ''))
+        if self.unexpected:
+            parts.append('unexpected {} ({}{})'.format(len(self.unexpected), ', '.join(self.unexpected[:4]),
+                                                      ', ...' if len(self.unexpected) > 4 else ''))
+        return '; '.join(parts)
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, 'module') and isinstance(model.module, torch.nn.Module) else model
+
+
+def _shape(t):
+    return list(t.shape)
+
+
+def load_weights(model, ckpt_or_state_dict, finetune=False, source='<checkpoint>'):
+    """Load a checkpoint dict or state dict into ``model`` (a TSN, possibly DDP/DataParallel-wrapped).
+
+    Handles the ``module.`` prefix, ``base_model.classifier.*`` → ``new_fc.*`` and the ``.net``
+    segments that differ between TSN and TSM files. ``finetune=True`` drops ``new_fc.*`` when its
+    shape differs and tolerates missing/unexpected keys (reported). Otherwise any shape mismatch,
+    missing key (except LSM modules and BN ``num_batches_tracked``) or unexpected key raises an
+    :class:`LSNetError` naming ``source`` and the first offending keys.
+    """
+    target = _unwrap(model)
+    sd = ckpt_or_state_dict.get('state_dict', ckpt_or_state_dict) if isinstance(ckpt_or_state_dict, dict) else None
+    if not isinstance(sd, dict):
+        raise LSNetError('{} holds no state dict'.format(source))
+    sd = strip_module_prefix(sd)
+    model_sd = target.state_dict()
+    sd = {('new_fc.' + k[len('base_model.classifier.'):] if k.startswith('base_model.classifier.')
+           and k not in model_sd else k): v for k, v in sd.items()}
+
+    by_canon = {}
+    for k in sd:
+        by_canon.setdefault(_canonical(k), []).append(k)
+    report = LoadReport(source=source)
+    to_load, used, mismatched = {}, set(), []
+    for mk, mv in model_sd.items():
+        fk = mk if mk in sd else None
+        if fk is None:
+            candidates = [k for k in by_canon.get(_canonical(mk), []) if k not in model_sd]
+            if len(candidates) == 1:
+                fk = candidates[0]
+                report.renamed.append((fk, mk))
+        if fk is None:
+            report.missing.append(mk)
+            continue
+        used.add(fk)
+        fv = sd[fk]
+        if _shape(fv) != _shape(mv):
+            if finetune and mk.startswith('new_fc.'):
+                report.dropped.append(mk)
+            else:
+                mismatched.append('{} (file {} vs model {})'.format(fk, _shape(fv), _shape(mv)))
+            continue
+        to_load[mk] = fv
+        report.loaded.append(mk)
+    report.unexpected = [k for k in sd if k not in used]
+
+    if mismatched:
+        hint = ''
+        if any(m.startswith('new_fc.') for m in mismatched):
+            hint = ' (wrong number of classes? fine-tune with --tune_from to drop the classifier)'
+        raise LSNetError('checkpoint {} does not fit the model: shape mismatch for {}{}'
+                         .format(source, '; '.join(mismatched[:3]), hint))
+    if not finetune:
+        bad_missing = [k for k in report.missing if not _is_lsm(k) and not k.endswith('num_batches_tracked')]
+        if bad_missing:
+            raise LSNetError('checkpoint {} does not fit the model: missing keys {}{}'
+                             .format(source, ', '.join(bad_missing[:3]), ', ...' if len(bad_missing) > 3 else ''))
+        if report.unexpected:
+            raise LSNetError('checkpoint {} does not fit the model: unexpected keys {}{}'
+                             .format(source, ', '.join(report.unexpected[:3]),
+                                     ', ...' if len(report.unexpected) > 3 else ''))
+    target.load_state_dict(to_load, strict=False)
+    log.info('%s', report.summary())
+    return report
+
+
+def make_checkpoint(model, optimizer=None, epoch=0, best_prec1=0.0, **extra):
+    """Checkpoint dict in the official layout plus ``config`` (``model.config()``) and ``extra`` entries."""
+    target = _unwrap(model)
+    state = {
+        'epoch': int(epoch),
+        'arch': getattr(target, 'base_model_name', type(target).__name__),
+        'state_dict': add_module_prefix(strip_module_prefix(target.state_dict())),
+        'optimizer': optimizer.state_dict() if optimizer is not None else None,
+        'best_prec1': float(best_prec1),
+    }
+    if hasattr(target, 'config'):
+        state['config'] = target.config()
+    state.update(extra)
+    return state
+
+
+def save_checkpoint(state, path):
+    """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,149 @@
+"""Temporal shift, temporal pool and non-local: exact equality with the reference formulas."""
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+from archs.mobilenet_v2 import MobileNetV2
+from ops.errors import LSNetError
+from ops.non_local import NL3DWrapper, NonLocalBlock3D, make_non_local
+from ops.temporal_shift import (ShiftConv2dFunction, ShiftFunction, TemporalPool, TemporalShift,
+                                make_temporal_shift, shift_slicing, temporal_shift)
+
+# (N, T, C, fold_div): even/odd channels, T = 1, fold 0
+SHAPES = [(2, 4, 16, 8), (2, 3, 13, 4), (3, 1, 8, 4), (1, 4, 7, 8), (2, 8, 24, 8)]
+
+
+def _pair(n, t, c, h=5, w=4, dtype=torch.float32):
+    x = torch.randn(n * t, c, h, w, dtype=dtype)
+    return x.clone().requires_grad_(), x.clone().requires_grad_()
+
+
+@pytest.mark.parametrize('n,t,c,div', SHAPES)
+def test_fast_shift_bit_exact_forward_backward(n, t, c, div):
+    xa, xb = _pair(n, t, c)
+    ya, yb = temporal_shift(xa, t, div), shift_slicing(xb, t, div)
+    assert torch.equal(ya, yb)
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.equal(xa.grad, xb.grad)
+
+
+def test_shift_direction_and_zero_fill():
+    x = torch.arange(1, 4, dtype=torch.float32).view(3, 1, 1, 1).expand(3, 4, 1, 1).contiguous()
+    y = temporal_shift(x, 3, fold_div=4).view(3, 4)  # fold 1: channel 0 ← t+1, channel 1 ← t-1
+    assert y[:, 0].tolist() == [2, 3, 0]
+    assert y[:, 1].tolist() == [0, 1, 2]
+    assert y[:, 2].tolist() == [1, 2, 3]
+
+
+def test_fast_shift_channels_last_and_noncontiguous_grad():
+    x = torch.randn(8, 16, 6, 6).to(memory_format=torch.channels_last).requires_grad_()
+    y = temporal_shift(x, 4, 8)
+    assert torch.equal(y, shift_slicing(x.detach(), 4, 8))
+    y.sum().backward()  # expanded (stride-0) gradient
+    ref = torch.autograd.grad(shift_slicing(x, 4, 8).sum(), x)[0]
+    assert torch.equal(x.grad, ref)
+
+
+CONVS = [dict(k=1, stride=1, pad=0, bias=False), dict(k=3, stride=2, pad=1, bias=True), dict(k=3, stride=1, pad=1, bias=False)]
+
+
+@pytest.mark.parametrize('n,t,c,div', SHAPES)
+@pytest.mark.parametrize('conv', CONVS)
+def test_lean_shift_conv_matches_slicing(n, t, c, div, conv):
+    torch.manual_seed(1)
+    layer = nn.Conv2d(c, 6, conv['k'], conv['stride'], conv['pad'], bias=conv['bias'])
+    lean = TemporalShift(layer, n_segment=t, n_div=div, mode='lean')
+    xa, xb = _pair(n, t, c, 7, 6)
+    ya = lean(xa)
+    assert ya.grad_fn is not None and 'ShiftConv2d' in type(ya.grad_fn).__name__
+    yb = layer(shift_slicing(xb, t, div))
+    assert torch.equal(ya, yb)
+    g = torch.randn_like(ya)
+    ga = torch.autograd.grad(ya, [xa] + list(layer.parameters()), g)
+    gb = torch.autograd.grad(yb, [xb] + list(layer.parameters()), g)
+    for a, b in zip(ga, gb):
+        assert torch.equal(a, b)
+
+
+def test_lean_mode_without_grad_and_fast_mode_give_same_output():
+    layer = nn.Conv2d(16, 8, 1, bias=False)
+    x = torch.randn(8, 16, 4, 4)
+    with torch.no_grad():
+        a = TemporalShift(layer, 4, 8, mode='lean')(x)
+    b = TemporalShift(layer, 4, 8, mode='fast')(x)
+    assert torch.equal(a, b)
+
+
+def test_gradcheck_float64():
+    x = torch.randn(6, 8, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: ShiftFunction.apply(v, 3, 2), (x,))
+    assert torch.autograd.gradgradcheck(lambda v: ShiftFunction.apply(v, 3, 2), (x[:, :4],))
+    w = torch.randn(3, 8, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    fn = lambda v, wt, bs: ShiftConv2dFunction.apply(v, wt, bs, 3, 2, (2, 2), (1, 1), (1, 1), 1)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    grouped = torch.randn(8, 2, 1, 1, dtype=torch.float64, requires_grad=True)
+    fn = lambda v, wt: ShiftConv2dFunction.apply(v, wt, None, 3, 1, (1, 1), (0, 0), (1, 1), 4)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, grouped))
+
+
+def test_shift_rejects_partial_clips():
+    with pytest.raises(ValueError):
+        temporal_shift(torch.randn(5, 8, 2, 2), 4)
+    with pytest.raises(LSNetError):
+        TemporalShift(nn.Identity(), 4, 8, mode='inplace')
+
+
+def _shifted_names(net):
+    return [name for name, m in net.named_modules() if isinstance(m, TemporalShift)]
+
+
+def test_make_temporal_shift_places():
+    net = torchvision.models.resnet18()
+    assert make_temporal_shift(net, 4, 8, 'blockres') == 8
+    assert all(n.endswith('conv1') for n in _shifted_names(net))
+    net = torchvision.models.resnet18()
+    make_temporal_shift(net, 4, 8, 'block')
+    assert _shifted_names(net)[:2] == ['layer1.0', 'layer1.1']
+    mb = MobileNetV2()
+    assert make_temporal_shift(mb, 4, 8, 'blockres') == 10
+    assert _shifted_names(mb)[0] == 'features.3.conv.0'
+    with pytest.raises(LSNetError):
+        make_temporal_shift(torchvision.models.resnet18(), 4, 8, 'conv')
+
+
+def test_resnet101_shifts_every_second_block():
+    net = torchvision.models.resnet101()
+    make_temporal_shift(net, 8, 8, 'blockres')
+    names = set(_shifted_names(net))
+    for stage, blocks in (('layer1', 3), ('layer2', 4), ('layer3', 23), ('layer4', 3)):
+        for i in range(blocks):
+            assert ('{}.{}.conv1'.format(stage, i) in names) == (i % 2 == 0)
+
+
+def test_temporal_pool_halves_time():
+    x = torch.randn(2 * 8, 3, 2, 2)
+    pool = TemporalPool(nn.Identity(), 8)
+    y = pool(x)
+    assert y.shape == (2 * 4, 3, 2, 2)
+    x5 = x.view(2, 8, 3, 2, 2)
+    expected = torch.stack([x5[:, max(2 * i - 1, 0):2 * i + 2].amax(1) for i in range(4)], 1)
+    assert torch.equal(y.view(2, 4, 3, 2, 2), expected)
+
+
+def test_non_local_starts_as_identity_and_wraps_every_second_block():
+    nl = NonLocalBlock3D(8)
+    x = torch.randn(2, 8, 4, 4, 4)
+    assert torch.equal(nl(x), x)  # W's BN is zero-initialised
+    net = torchvision.models.resnet50()  # the official placement (manifest test checks the names)
+    make_non_local(net, 4)
+    assert [isinstance(b, NL3DWrapper) for b in net.layer2] == [True, False, True, False]
+    assert [isinstance(b, NL3DWrapper) for b in net.layer3] == [True, False] * 3
+    small = torchvision.models.resnet18()
+    make_non_local(small, 2)
+    nn.init.normal_(small.layer2[0].nl.W[1].weight)
+    small.eval()
+    assert small(torch.randn(4, 3, 32, 32)).shape == (4, 1000)
