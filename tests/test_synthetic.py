@@ -115,8 +115,10 @@ def test_ensure_synthetic_idempotent_and_atomic(tmp_path):
     assert gs.ensure_synthetic(root, **SMALL) == root
     assert os.stat(meta).st_mtime_ns == stamp and _digest(root) == before
     assert os.listdir(tmp_path / 'data') == ['synthetic']  # no temp folder left behind
-    with pytest.raises(LSNetError, match='seed'):
-        gs.ensure_synthetic(root, seed=5, **SMALL)
+    # a complete set is used as it is, whatever settings it was made with
+    assert gs.ensure_synthetic(root) == root and _digest(root) == before
+    assert gs.describe_mismatch(root, **SMALL) is None
+    assert 'seed=0' in gs.describe_mismatch(root, seed=5, **SMALL)
     foreign = tmp_path / 'foreign'
     foreign.mkdir()
     (foreign / 'x.txt').write_text('x')

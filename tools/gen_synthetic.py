@@ -381,18 +381,14 @@ def _read_meta(root):
 def ensure_synthetic(root, seed=0, **size_options):
     """Create the synthetic dataset at ``root`` unless a complete one is there; return ``root``.
 
-    Idempotent and atomic: the set is rendered into a temporary sibling folder and renamed into
-    place, so an interrupted run leaves no half-written ``root`` and concurrent callers (e.g. DDP
-    ranks) end up sharing one complete copy.  An existing set made with another seed or other
-    size options is an error (remove it, or regenerate with ``--force``).
+    Idempotent: a complete set already at ``root`` (any seed or size options, e.g. a small one a
+    test made) is used as it is.  Atomic: the set is rendered into a temporary sibling folder and
+    renamed into place, so an interrupted run leaves no half-written ``root`` and concurrent
+    callers (e.g. DDP ranks) end up sharing one complete copy.  A non-empty ``root`` without a
+    complete set is an error.  ``size_options``: see :func:`generate`.
     """
     root = os.path.abspath(root)
-    workers = size_options.pop('workers', None)
-    wanted = dict(DEFAULTS, **size_options)
-    wanted['families'] = list(wanted['families'])
-    meta = _read_meta(root)
-    if meta is not None:
-        _check_meta(root, meta, seed, wanted)
+    if _read_meta(root) is not None:
         return root
     if os.path.isdir(root) and os.listdir(root):
         raise LSNetError(f'synthetic dataset folder {root} exists but holds no complete dataset '
@@ -402,29 +398,27 @@ def ensure_synthetic(root, seed=0, **size_options):
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix='.' + os.path.basename(root) + '.tmp-', dir=parent)
     try:
-        generate(tmp, seed=seed, workers=workers, **size_options)
+        generate(tmp, seed=seed, **size_options)
         if os.path.isdir(root) and not os.listdir(root):
             os.rmdir(root)
         try:
             os.rename(tmp, root)
         except OSError:
-            # another process finished first: use its copy
-            meta = _read_meta(root)
-            if meta is None:
+            if _read_meta(root) is None:  # not another process's finished copy
                 raise
-            _check_meta(root, meta, seed, wanted)
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 
-def _check_meta(root, meta, seed, wanted):
-    have = {k: meta.get(k) for k in wanted}
-    if meta.get('seed') != seed or have != wanted:
-        raise LSNetError(f'synthetic dataset at {root} was made with seed={meta.get("seed")} '
-                         f'{have}, not seed={seed} {wanted}; use another folder or regenerate '
-                         f'with --force')
+def describe_mismatch(root, seed=0, **size_options):
+    """None if the set at ``root`` was made with these settings, else a one-line difference."""
+    meta = _read_meta(root) or {}
+    wanted = dict(DEFAULTS, **size_options, seed=seed)
+    wanted['families'] = list(wanted['families'])
+    diff = [f'{k}={meta.get(k)!r} (wanted {v!r})' for k, v in wanted.items() if meta.get(k) != v]
+    return ', '.join(diff) or None
 
 
 def main(argv=None):
@@ -448,13 +442,16 @@ def main(argv=None):
         if args.force and os.path.exists(out):
             shutil.rmtree(out)
         t0 = time.time()
-        meta_before = _read_meta(out)
-        ensure_synthetic(out, seed=args.seed, workers=args.workers, **opts)
-        if meta_before is None:
-            meta = _read_meta(out)
-            print(f'wrote {meta["num_class"]} classes to {out} in {time.time() - t0:.1f}s')
-        else:
+        if _read_meta(out) is not None:
+            diff = describe_mismatch(out, seed=args.seed, **opts)
+            if diff:
+                raise LSNetError(f'{out} holds a synthetic dataset made with {diff}; '
+                                 f'add --force to replace it')
             print(f'{out} already holds this dataset (use --force to regenerate)')
+            return 0
+        ensure_synthetic(out, seed=args.seed, workers=args.workers, **opts)
+        meta = _read_meta(out)
+        print(f'wrote {meta["num_class"]} classes to {out} in {time.time() - t0:.1f}s')
     except LSNetError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
