@@ -173,12 +173,17 @@ def build_parser():
     p.add_argument('--test_crops', type=int, default=1, choices=(1, 3, 5, 10))
     p.add_argument('--topk', type=int, default=5)
     p.add_argument('--device', default='auto', help='auto (CUDA when present), cpu, cuda, cuda:N')
+    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (default: torch default)')
     p.add_argument('--json', action='store_true', help='print one JSON object')
     return p
 
 
 def run(args):
     t0 = time.perf_counter()
+    if args.threads < 0:
+        raise LSNetError('--threads must be >= 0, got %d' % args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     model, ckpt = load_trained_model(args.checkpoint, device)
     names = class_names(ckpt, model.num_class, args.category_file)

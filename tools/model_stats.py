@@ -2,7 +2,10 @@
 
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode`` (one multiply-accumulate = 2
 FLOPs; the "33G FLOPs" quoted for TSM-ResNet-50 at 8x224^2 are multiply-accumulates, our
-``gmacs``).  Latency is the median wall time of a forward pass of one clip (batch 1) on the CPU.
+``gmacs``).  Latency is the fastest of ``--runs`` timed forward passes of one clip (batch 1) on the
+CPU, after ``--warmup`` untimed ones; the minimum is the figure least disturbed by other load on
+the machine.  The table times its models round-robin (one pass of each model per round), so a
+slow spell of the machine hits every model alike and the ratios stay fair.
 Models are built with random weights (``pretrain='none'``).
 
 One configuration, with the training flags; the last line is machine-readable:
@@ -19,7 +22,6 @@ LSNet/TSM ratios measured in the same run:
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -83,33 +85,43 @@ def count_flops(model, x):
     return counter.get_total_flops()
 
 
-def measure_latency(model, x, runs=5, warmup=2):
-    """Median wall time in milliseconds of ``runs`` forward passes, after ``warmup`` passes."""
-    times = []
+def measure_latencies(pairs, runs=5, warmup=2):
+    """Fastest forward time in ms of each ``(model, x)`` in ``pairs``, timed round-robin."""
+    times = [[] for _ in pairs]
     with torch.inference_mode():
-        for i in range(warmup + runs):
-            t0 = time.perf_counter()
-            model(x)
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
+        for model, x in pairs:
+            for _ in range(warmup):
+                model(x)
+        for _ in range(runs):
+            for i, (model, x) in enumerate(pairs):
+                t0 = time.perf_counter()
+                model(x)
+                times[i].append((time.perf_counter() - t0) * 1000.0)
+    return [min(t) for t in times]
+
+
+def measure_latency(model, x, runs=5, warmup=2):
+    """Fastest wall time in ms of ``runs`` forward passes, after ``warmup`` untimed passes."""
+    return measure_latencies([(model, x)], runs, warmup)[0]
+
+
+def static_stats(model, x):
+    """``{'params_m', 'gmacs', 'gflops'}``; GMACs/GFLOPs per clip of the batch ``x``."""
+    flops = count_flops(model, x) / x.shape[0]
+    return {'params_m': count_params(model) / 1e6, 'gmacs': flops / 2e9, 'gflops': flops / 1e9}
 
 
 def measure(kwargs, batch_size=1, runs=5, warmup=2, latency=True):
     """``{'params_m', 'gmacs', 'gflops', 'latency_ms'}`` of the model built from ``kwargs``.
 
-    GMACs/GFLOPs are per clip (divided by ``batch_size``); latency is per forward of the batch
-    (``nan`` when ``latency`` is False).
+    GMACs/GFLOPs are per clip; latency is per forward of the batch (``nan`` when ``latency`` is
+    False).
     """
     model = build_model(kwargs)
     x = random_clip(model, batch_size)
-    flops = count_flops(model, x) / batch_size
-    return {
-        'params_m': count_params(model) / 1e6,
-        'gmacs': flops / 2e9,
-        'gflops': flops / 1e9,
-        'latency_ms': measure_latency(model, x, runs, warmup) if latency else float('nan'),
-    }
+    stats = static_stats(model, x)
+    stats['latency_ms'] = measure_latency(model, x, runs, warmup) if latency else float('nan')
+    return stats
 
 
 def format_line(stats):
@@ -131,25 +143,37 @@ def describe(kwargs):
 def run_table(args, out=None):
     """Print the TSN/TSM/NL-TSM/LSNet comparison table and the LSNet/TSM ratios; returns rows."""
     out = out or sys.stdout
-    rows = []
-    print('| backbone | model | params (M) | GMACs | GFLOPs | CPU latency (ms) |', file=out)
-    print('|---|---|---:|---:|---:|---:|', file=out)
+    entries = []  # (arch, name, model or None, x, stats or reason)
     for arch in args.table_archs:
         for name, variant in TABLE_VARIANTS:
             kwargs = model_kwargs(args)
             kwargs.update(base_model=arch, is_shift=False, non_local=False, lsm=False)
             kwargs.update(variant)
             try:
-                stats = measure(kwargs, args.batch_size, args.runs, args.warmup, not args.no_latency)
+                model = build_model(kwargs)
             except LSNetError as exc:
-                print('| %s | %s | n/a (%s) | | | |' % (arch, name, exc), file=out)
-                out.flush()
+                entries.append((arch, name, None, None, str(exc)))
                 continue
-            rows.append((arch, name, stats))
-            print('| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.1f} |'.format(
-                arch, name, stats['params_m'], stats['gmacs'], stats['gflops'], stats['latency_ms']),
-                file=out)
-            out.flush()
+            x = random_clip(model, args.batch_size)
+            entries.append((arch, name, model, x, static_stats(model, x)))
+    timed = [e for e in entries if e[2] is not None]
+    if args.no_latency:
+        latencies = [float('nan')] * len(timed)
+    else:
+        latencies = measure_latencies([(e[2], e[3]) for e in timed], args.runs, args.warmup)
+    for e, ms in zip(timed, latencies):
+        e[4]['latency_ms'] = ms
+    print('| backbone | model | params (M) | GMACs | GFLOPs | CPU latency (ms) |', file=out)
+    print('|---|---|---:|---:|---:|---:|', file=out)
+    rows = []
+    for arch, name, model, _, stats in entries:
+        if model is None:
+            print('| %s | %s | n/a (%s) | | | |' % (arch, name, stats), file=out)
+            continue
+        rows.append((arch, name, stats))
+        print('| {} | {} | {:.2f} | {:.2f} | {:.2f} | {:.1f} |'.format(
+            arch, name, stats['params_m'], stats['gmacs'], stats['gflops'], stats['latency_ms']),
+            file=out)
     by_key = {(a, n): s for a, n, s in rows}
     print('', file=out)
     for arch in args.table_archs:
@@ -184,7 +208,7 @@ def build_parser():
     p.add_argument('--lsm_branches', nargs='+', default=['short', 'long'])
     p.add_argument('--input_size', type=int, default=224)
     p.add_argument('--batch_size', type=int, default=1, help='clips per timed forward (default 1)')
-    p.add_argument('--runs', type=int, default=5, help='timed forward passes (median reported)')
+    p.add_argument('--runs', type=int, default=5, help='timed forward passes (fastest reported)')
     p.add_argument('--warmup', type=int, default=2, help='untimed forward passes first')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (default: torch default)')
     p.add_argument('--no_latency', action='store_true', help='skip timing (latency_ms=nan)')
