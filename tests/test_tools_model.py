@@ -138,3 +138,20 @@ def test_model_stats_bad_flag(capsys):
     assert capsys.readouterr().err.startswith('error: --num_segments')
     assert model_stats.main(['--arch', 'vgg', '--no_latency']) == 2
     assert 'vgg' in capsys.readouterr().err
+
+
+def test_demo_official_name_bare_state_dict(tmp_path, capsys):
+    """An official-style file (bare state_dict with ``module.`` keys, no config): the model is read
+    off the file name and the class count off ``new_fc.weight``."""
+    model = tiny_model(segments=2, size=224)
+    sd = {'module.' + k: v for k, v in model.state_dict().items()}
+    path = tmp_path / 'TSM_kinetics_RGB_resnet18_shift8_blockres_avg_segment2_e1.pth'
+    torch.save(sd, str(path))
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    for i in range(1, 7):
+        Image.new('RGB', (40, 30), (30 * i, 0, 0)).save(folder / ('{:05d}.jpg'.format(i)))
+    assert demo.main([str(path), str(folder), '--json']) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res['num_segments'] == 2 and res['input_size'] == 224 and res['num_frames'] == 6
+    assert res['top'][0]['class'] == 'class_4'
