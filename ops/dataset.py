@@ -18,7 +18,8 @@ import numpy as np
 import torch.utils.data as data
 
 from ops.errors import LSNetError
-from ops.video_io import count_video_frames, is_video_file, read_frames, read_video_frames
+from ops.video_io import (count_video_frames, is_video_file, keep_freed_memory, read_frames,
+                          read_video_frames)
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,9 @@ class TSNDataSet(data.Dataset):
     "right to left" classes.  ``skip_bad=True`` replaces a video whose frames are missing or
     unreadable by another one (logged; ``bad_videos`` lists them in this process) instead of
     raising :class:`LSNetError`.  ``remove_missing`` applies the short-video filter in test mode too.
+
+    The first item loaded in a process calls ``ops.video_io.keep_freed_memory`` (glibc keeps
+    freed clip-sized buffers for reuse; measured 2x faster training transforms on our VM).
     """
 
     def __init__(self, root_path, list_file, num_segments=3, new_length=1, modality='RGB',
@@ -276,6 +280,7 @@ class TSNDataSet(data.Dataset):
         return self.transform(clip), label
 
     def __getitem__(self, index):
+        keep_freed_memory()  # once per loading process (see ops.video_io)
         record = self.video_list[index]
         if not self.skip_bad:
             return self.get(record)

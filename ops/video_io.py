@@ -7,8 +7,11 @@ size directly, which is several times cheaper than decoding in full and shrinkin
 go through PIL.  Video files (``.mp4``, ``.webm``, ``.avi``, ``.mkv``) are decoded with PyAV.
 No file stays open between calls, so datasets using these functions pickle into DataLoader workers.
 """
+import ctypes
+import io
 import logging
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -25,7 +28,7 @@ except ImportError:
     decode_jpeg = None
 
 VIDEO_EXTENSIONS = ('.mp4', '.webm', '.avi', '.mkv')
-_JPEG_EXTENSIONS = ('.jpg', '.jpeg')
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 def is_video_file(path):
@@ -42,6 +45,24 @@ def _read_bytes(path):
         raise LSNetError('cannot read frame {}: {}'.format(path, e)) from None
 
 
+def jpeg_size(data):
+    """``(w, h)`` from a JPEG's start-of-frame header, or None when there is none."""
+    if data[:2] != b'\xff\xd8':
+        return None
+    pos, n = 2, len(data)
+    while pos + 9 < n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _SOF_MARKERS:
+            return (data[pos + 7] << 8) | data[pos + 8], (data[pos + 5] << 8) | data[pos + 6]
+        pos += 2 + ((data[pos + 2] << 8) | data[pos + 3])
+    return None
+
+
 def draft_scale(image_w, image_h, min_short_side):
     """Largest JPEG reduction (1, 2, 4 or 8) keeping the short side ≥ ``min_short_side``."""
     if not min_short_side:
@@ -53,16 +74,14 @@ def draft_scale(image_w, image_h, min_short_side):
     return scale
 
 
-def _decode_pil(path, gray, scale):
-    """One frame with PIL → uint8 ``(C, H, W)`` (a channels-last view)."""
+def _decode_pil(path, data, gray, scale):
+    """One frame (its file bytes) with PIL, ``scale`` times smaller via ``draft`` → uint8 ``(C, H, W)``."""
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data)) as img:
             if scale > 1:
                 w, h = img.size
                 img.draft('L' if gray else 'RGB', ((w + scale - 1) // scale, (h + scale - 1) // scale))
             img = img.convert('L' if gray else 'RGB')
-    except FileNotFoundError:
-        raise LSNetError('missing frame: {}'.format(path)) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise LSNetError('unreadable frame {}: {}'.format(path, e)) from None
     arr = np.asarray(img)
@@ -71,10 +90,10 @@ def _decode_pil(path, gray, scale):
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
-def _decode_jpegs(paths, gray):
-    """Decode JPEG files with one ``decode_jpeg`` call → list of uint8 ``(C, H, W)`` (channels-last views)."""
+def _decode_jpegs(paths, datas, gray):
+    """JPEG file bytes → uint8 ``(C, H, W)`` frames (channels-last views) with one ``decode_jpeg`` call."""
     mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
-    buffers = [torch.frombuffer(bytearray(_read_bytes(p)), dtype=torch.uint8) for p in paths]
+    buffers = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
     with warnings.catch_warnings():
         # torchvision 0.29 announces that its codecs move to TorchCodec; until then this is the
         # fastest libjpeg-turbo binding installed, and PIL takes over where it is missing.
@@ -91,38 +110,55 @@ def _decode_jpegs(paths, gray):
     raise LSNetError('unreadable frames in {}'.format(os.path.dirname(paths[0])))
 
 
-def frame_size(path):
-    """``(w, h)`` from the file header only."""
+_malloc_pid = None
+
+
+def keep_freed_memory(limit=32 << 20):
+    """Let glibc reuse freed blocks up to ``limit`` bytes instead of unmapping them (once per process).
+
+    A clip passes through several short-lived buffers of 1-5 MB (stacked frames, crop, resized
+    clip, float output).  glibc serves blocks that large with fresh ``mmap`` pages and gives them
+    back on free, so every clip pays first-touch page faults again: about 1 ms per 5 MB here,
+    which made the training transform cost twice the JPEG decode.  Raising ``M_MMAP_THRESHOLD``
+    and ``M_TRIM_THRESHOLD`` keeps those blocks in the heap for the next clip; the cost is that
+    the process keeps its peak heap size.  No-op off Linux or without ``mallopt``.
+    """
+    global _malloc_pid
+    if _malloc_pid == os.getpid():
+        return
+    _malloc_pid = os.getpid()
+    if not sys.platform.startswith('linux'):
+        return
     try:
-        with Image.open(path) as img:
-            return img.size
-    except FileNotFoundError:
-        raise LSNetError('missing frame: {}'.format(path)) from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise LSNetError('unreadable frame {}: {}'.format(path, e)) from None
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, int(limit))
+    mallopt(m_trim_threshold, int(2 * limit))
+    log.debug('malloc: keeping freed blocks up to %d bytes for reuse', limit)
 
 
 def read_frames(paths, gray=False, min_short_side=None):
     """Decode image files into one uint8 clip ``(F, C, H, W)`` (C = 1 if ``gray`` else 3).
 
     Repeated paths are decoded once.  ``min_short_side`` allows reduced-size JPEG decoding (the
-    reduction is chosen from the first frame and used for the whole clip).  A missing or
-    undecodable file raises :class:`LSNetError` naming it.
+    reduction is chosen from the first frame's header and used for the whole clip).  A missing
+    or undecodable file raises :class:`LSNetError` naming it.
     """
     if not paths:
         raise ValueError('read_frames needs at least one path')
-    scale = 1
-    is_jpeg = paths[0].lower().endswith(_JPEG_EXTENSIONS)
-    if min_short_side and is_jpeg:
-        scale = draft_scale(*frame_size(paths[0]), min_short_side)
     unique = list(dict.fromkeys(paths))
-    if is_jpeg and scale == 1 and decode_jpeg is not None:
-        decoded = _decode_jpegs(unique, gray)
+    datas = [_read_bytes(p) for p in unique]
+    size = jpeg_size(datas[0])
+    scale = draft_scale(*size, min_short_side) if size and min_short_side else 1
+    if size and scale == 1 and decode_jpeg is not None:
+        decoded = _decode_jpegs(unique, datas, gray)
     else:
-        decoded = [_decode_pil(p, gray, scale) for p in unique]
+        decoded = [_decode_pil(p, d, gray, scale) for p, d in zip(unique, datas)]
     by_path = dict(zip(unique, decoded))
     frames = [by_path[p] for p in paths]
-    shapes = {tuple(f.shape) for f in frames}
+    shapes = {tuple(f.shape) for f in decoded}
     if len(shapes) > 1:
         raise LSNetError('frames of different sizes {} in {}'.format(
             sorted(shapes), os.path.dirname(paths[0])))

@@ -187,3 +187,15 @@ def test_video_file_input(tmp_path):
 def test_parse_list_extra_columns(tmp_path):
     lst = _write_list(tmp_path / 'l.txt', ['x 5 1 2 3', 'y 4 0'])
     assert [(r.path, r.num_frames, r.label) for r in parse_list(lst)] == [('x', 5, 1), ('y', 4, 0)]
+
+
+def test_reduced_size_jpeg_decoding(tmp_path):
+    from ops.video_io import read_frames
+    path = str(tmp_path / 'big.jpg')
+    Image.fromarray(np.full((128, 160, 3), 90, np.uint8)).save(path)
+    assert read_frames([path]).shape == (1, 3, 128, 160)
+    assert read_frames([path, path], min_short_side=32).shape == (2, 3, 32, 40)  # 1/4 size
+    assert read_frames([path], min_short_side=65).shape == (1, 3, 128, 160)
+    png = str(tmp_path / 'f.png')
+    Image.fromarray(np.full((8, 10, 3), 7, np.uint8)).save(png)
+    assert int(read_frames([png], min_short_side=2)[0, 0, 0, 0]) == 7  # non-JPEG: PIL, full size
