@@ -170,3 +170,26 @@ def test_runs_as_script(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert frames_in(tmp_path / 'f' / '7') == ['000001.jpg', '000002.jpg', '000003.jpg']
+
+
+def test_videos_to_frames_to_lists_to_dataset(kinetics_videos, tmp_path):
+    """vid2img_kinetics -> gen_label_kinetics -> TSNDataSet reads the clips with the default template."""
+    from ops.dataset import TSNDataSet
+    from tools import gen_label_kinetics
+
+    frames = tmp_path / 'images'
+    assert vid2img_kinetics.main([str(kinetics_videos), str(frames), '--short_side', '40', '-j', '1',
+                                  '--no_progress']) == 0
+    (tmp_path / 'train.csv').write_text(
+        'label,youtube_id,time_start,time_end,split\n'
+        'abseiling,aaa,1,11,train\n'
+        '"passing American football (in game)",ccc,0,10,train\n')
+    labels = tmp_path / 'labels'
+    assert gen_label_kinetics.main(['--train_csv', str(tmp_path / 'train.csv'), '--frame_root',
+                                    str(frames), '--out_dir', str(labels)]) == 0
+    ds = TSNDataSet(str(frames), str(labels / 'train_videofolder.txt'), num_segments=4,
+                    random_shift=False)
+    assert [(r.path, r.num_frames, r.label) for r in ds.video_list] == [
+        ('abseiling/aaa_000001_000011', 8, 0), ('passing_American_football_in_game/ccc_000000_000010', 5, 1)]
+    clip, label = ds[1]
+    assert tuple(clip.shape) == (4, 3, 40, 54) and label == 1
