@@ -135,13 +135,15 @@ def _extract_pyav(src, tmp_dir, opts):
         step = Fraction(1) / Fraction(opts.fps).limit_denominator(1001) if opts.fps else None
         next_time = None
         size = None
-        for frame in container.decode(stream):
+        rate = Fraction(stream.average_rate or 25)
+        for index, frame in enumerate(container.decode(stream)):
             if step is not None:
                 # Keep the first frame at or after each multiple of 1/fps (like ffmpeg's fps filter,
                 # without its frame duplication when the target rate is higher than the source).
-                t = Fraction(frame.pts * stream.time_base) if frame.pts is not None else None
-                if t is None:
-                    t = Fraction(written) * step
+                if frame.pts is not None and stream.time_base is not None:
+                    t = Fraction(frame.pts * stream.time_base)
+                else:
+                    t = index / rate
                 if next_time is None:
                     next_time = t
                 if t + Fraction(1, 1000000) < next_time:
