@@ -53,6 +53,7 @@ def test_demo_video_json(checkpoint, tmp_path, capsys):
     assert demo.main([checkpoint, video, '--json', '--device', 'cpu']) == 0
     res = json.loads(capsys.readouterr().out)
     assert res['num_frames'] == 20 and res['num_segments'] == 3 and res['input_size'] == 48
+    assert res['model'] == 'TSM' and res['arch'] == 'resnet18'
     top = res['top']
     assert [t['rank'] for t in top] == [1, 2, 3, 4, 5]
     assert top[0]['class'] == 'four' and top[0]['label'] == 4 and top[0]['score'] > 0.99

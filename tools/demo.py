@@ -156,6 +156,12 @@ def predict(model, clip, test_crops=1):
     return torch.softmax(logits.float().mean(dim=0), dim=0).cpu()
 
 
+def model_kind(model):
+    """``'TSN'``, ``'TSM'`` or ``'LSNet'``, with ``'NL-'`` in front for non-local models."""
+    kind = 'LSNet' if model.lsm else 'TSM' if model.is_shift else 'TSN'
+    return ('NL-' if model.non_local else '') + kind
+
+
 def pick_device(name):
     if name == 'auto':
         return 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -195,7 +201,7 @@ def run(args):
            for i, (s, c) in enumerate(zip(scores, labels))]
     result = {'input': args.input, 'checkpoint': args.checkpoint, 'num_frames': n,
               'num_segments': model.num_segments, 'test_crops': args.test_crops,
-              'input_size': model.crop_size, 'arch': model.base_model_name,
+              'input_size': model.crop_size, 'arch': model.base_model_name, 'model': model_kind(model),
               'seconds': round(time.perf_counter() - t0, 3), 'top': top}
     return result
 
@@ -212,9 +218,10 @@ def main(argv=None):
     if args.json:
         print(json.dumps(result))
     else:
-        print('%s: %d frames, %d segments x %d crop(s) at %dx%d, %s (%.2f s)' % (
+        print('%s: %d frames, %d segments x %d crop(s) at %dx%d, %s %s (%.2f s)' % (
             result['input'], result['num_frames'], result['num_segments'], result['test_crops'],
-            result['input_size'], result['input_size'], result['arch'], result['seconds']))
+            result['input_size'], result['input_size'], result['model'], result['arch'],
+            result['seconds']))
         width = max(len(t['class']) for t in result['top'])
         for t in result['top']:
             print('%2d. %-*s  %.4f' % (t['rank'], width, t['class'], t['score']))
