@@ -209,12 +209,15 @@ class ClipTransform:
     ``clip (F, C, H, W) uint8`` → float32 ``(K·T, L·C', h, w)``: ``K`` crops (× clips in the
     sample), ``T`` segments, ``L`` images per segment (new_length, +1 for RGBDiff), ``C'`` 3 for
     RGB/RGBDiff and 2 for Flow (an x/y pair).  ``mean``/``std`` are per input channel in [0, 1]
-    units, repeated over the ``L·C'`` channels of a segment.
+    units, repeated over the ``L·C'`` channels of a segment.  With ``normalize=False`` the output
+    stays uint8 (4x fewer bytes through DataLoader workers) and the consumer applies
+    :func:`normalize_clip` itself, e.g. on the device.
     """
 
-    def __init__(self, geometry, *, modality, new_length, mean, std):
+    def __init__(self, geometry, *, modality, new_length, mean, std, normalize=True):
         self.geometry = geometry
         self.modality = modality
+        self.normalize = normalize
         self.images_per_segment = new_length + 1 if modality == 'RGBDiff' else new_length
         self.seg_channels = self.images_per_segment * _channels(modality)
         mean, std = list(mean), list(std)
@@ -238,8 +241,10 @@ class ClipTransform:
         if out.numel() % numel_per_segment:
             raise ValueError('clip of shape {} does not split into segments of {} channels'.format(
                 tuple(out.shape), self.seg_channels))
-        x = out.contiguous().view(-1, self.seg_channels, h, w).float()
-        return x.sub_(self.mean).mul_(self.inv_std), flipped
+        x = out.contiguous().view(-1, self.seg_channels, h, w)
+        if not self.normalize:
+            return x, flipped
+        return x.float().sub_(self.mean).mul_(self.inv_std), flipped
 
     def __call__(self, clip):
         return self.forward_with_flip(clip)[0]
@@ -249,14 +254,31 @@ class ClipTransform:
             self.geometry, self.modality, self.seg_channels)
 
 
+def normalize_clip(x, mean, std):
+    """uint8 clips ``(..., L·C', h, w)`` → float32 ``(x / 255 - mean) / std``, on ``x``'s device.
+
+    ``mean``/``std`` (per input channel, [0, 1] units) repeat over the ``L·C'`` channels; this is
+    what :class:`ClipTransform` does itself unless built with ``normalize=False``.
+    """
+    channels = x.shape[-3]
+    mean, std = list(mean), list(std)
+    if channels % len(mean) or channels % len(std):
+        raise ValueError('mean/std of length {}/{} do not divide {} channels'.format(
+            len(mean), len(std), channels))
+    m = torch.tensor(mean * (channels // len(mean)), dtype=torch.float32, device=x.device) * 255.0
+    s = torch.tensor(std * (channels // len(std)), dtype=torch.float32, device=x.device) * 255.0
+    return x.float().sub_(m.view(-1, 1, 1)).mul_((1.0 / s).view(-1, 1, 1))
+
+
 def build_transform(mode, *, modality, new_length, crop_size, scale_size, mean, std,
-                    augmentation=None, test_crops=1, full_res=False):
+                    augmentation=None, test_crops=1, full_res=False, normalize=True):
     """Build the ``TSNDataSet`` transform for ``mode`` in ``{'train', 'val', 'test'}``.
 
     train: ``augmentation`` (default ``train_augmentation(crop_size, modality)``); val: short side
     → scale_size + centre crop; test: ``test_crops`` 1 (as val), 3 (left/right/centre), 5, or 10
     (5 + flips); ``full_res`` (test only) makes the crop size ``scale_size``.
-    Output: float32 ``(K·T, L·C', h, w)`` (see :class:`ClipTransform`).
+    Output: float32 ``(K·T, L·C', h, w)`` (see :class:`ClipTransform`); uint8 with
+    ``normalize=False`` (then apply :func:`normalize_clip` to the batch).
     """
     is_flow = modality == 'Flow'
     if mode == 'train':
@@ -276,4 +298,5 @@ def build_transform(mode, *, modality, new_length, crop_size, scale_size, mean, 
             raise LSNetError('--test_crops must be one of 1, 3, 5, 10 (got {})'.format(test_crops))
     else:
         raise ValueError("mode must be 'train', 'val' or 'test', got {!r}".format(mode))
-    return ClipTransform(geometry, modality=modality, new_length=new_length, mean=mean, std=std)
+    return ClipTransform(geometry, modality=modality, new_length=new_length, mean=mean, std=std,
+                         normalize=normalize)

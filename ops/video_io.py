@@ -113,8 +113,8 @@ def _decode_jpegs(paths, datas, gray):
 _malloc_pid = None
 
 
-def keep_freed_memory(limit=32 << 20):
-    """Let glibc reuse freed blocks up to ``limit`` bytes instead of unmapping them (once per process).
+def keep_freed_memory(limit=128 << 20):
+    """Let glibc reuse freed blocks (up to ``limit`` bytes) instead of unmapping them (once per process).
 
     A clip passes through several short-lived buffers of 1-5 MB (stacked frames, crop, resized
     clip, float output).  glibc serves blocks that large with fresh ``mmap`` pages and gives them

@@ -140,3 +140,18 @@ def test_normalisation_and_channel_layout():
 def test_bad_test_crops_is_user_error():
     with pytest.raises(LSNetError, match='test_crops'):
         _build('test', test_crops=4)
+
+
+def test_uint8_output_then_normalize_clip_matches():
+    from ops.transforms import normalize_clip
+    clip = _rand_clip(4)
+    t_float = _build('val')
+    t_u8 = _build('val', normalize=False)
+    raw = t_u8(clip)
+    assert raw.dtype == torch.uint8 and raw.shape == (4, 3, 16, 16)
+    batch = torch.stack([raw, raw])
+    assert torch.allclose(normalize_clip(batch, RGB_MEAN, RGB_STD)[1], t_float(clip), atol=1e-6)
+    flow = _rand_clip(8, c=1)
+    out = _build('val', 'Flow', new_length=2, normalize=False)(flow)
+    assert torch.allclose(normalize_clip(out, FLOW_MEAN, FLOW_STD),
+                          _build('val', 'Flow', new_length=2)(flow), atol=1e-6)

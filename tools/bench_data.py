@@ -99,6 +99,8 @@ def main(argv=None):
     p.add_argument('--input_size', type=int, default=224)
     p.add_argument('--generate', action='store_true',
                    help='write 340x256 JPEG frames and the list if --root_path does not exist')
+    p.add_argument('--uint8', action='store_true',
+                   help='transform without normalising (uint8 out; the model side normalises)')
     p.add_argument('--videos', type=int, default=32)
     p.add_argument('--frames', type=int, default=48)
     args = p.parse_args(argv)
@@ -114,7 +116,7 @@ def main(argv=None):
         scale = args.input_size * 256 // 224
         transform = build_transform(args.mode, modality='RGB', new_length=1,
                                     crop_size=args.input_size, scale_size=scale,
-                                    mean=RGB_MEAN, std=RGB_STD)
+                                    mean=RGB_MEAN, std=RGB_STD, normalize=not args.uint8)
         dataset = TSNDataSet(args.root_path, args.list, num_segments=args.num_segments,
                              image_tmpl=args.image_tmpl, transform=transform,
                              random_shift=(args.mode == 'train'))
@@ -139,9 +141,10 @@ def main(argv=None):
         return 2
     pipe = totals['pipeline'][0] / totals['pipeline'][1]
     dec = totals['decode'][0] / totals['decode'][1]
-    print('mode={} workers={} segments={} input={} frames={}: pipeline/decode time ratio {:.3f}'
-          ' (target <= 1.25)'.format(args.mode, args.workers, args.num_segments, args.input_size,
-                                      len(dataset), dec / pipe))
+    print('mode={} workers={} segments={} input={} videos={} output={}: pipeline/decode time ratio'
+          ' {:.3f} (target <= 1.25)'.format(args.mode, args.workers, args.num_segments,
+                                            args.input_size, len(dataset),
+                                            'uint8' if args.uint8 else 'float32', dec / pipe))
     print('pipeline_clips_per_s={:.1f} decode_clips_per_s={:.1f}'.format(pipe, dec))
     return 0
 
