@@ -95,8 +95,8 @@ class ShortTermBranch(nn.Module):
             self.smooth.weight[:, :, 1, 1] = 1.0
             self.expand.weight.zero_()
 
-    def motion(self, h):
-        """M̄ (N·T, 2·C_r, H, W): [D+, D-] plus their pooled spatial context."""
+    def differences(self, h):
+        """M = [D+, D-] (N·T, 2·C_r, H, W), zero at the clip ends."""
         t = self.n_segment
         n = _split_clips(h, t)
         z = self.bn(_pointwise(self.reduce, h))
@@ -106,9 +106,13 @@ class ShortTermBranch(nn.Module):
         edge = z.new_zeros(n, 1, c_r, height, width)
         d_next = torch.cat((zs[:, 1:] - z[:, :-1], edge), dim=1)
         d_prev = torch.cat((edge, zs[:, :-1] - z[:, 1:]), dim=1)
-        m = torch.cat((d_next, d_prev), dim=2).view(n * t, 2 * c_r, height, width)
+        return torch.cat((d_next, d_prev), dim=2).view(n * t, 2 * c_r, height, width)
+
+    def motion(self, h):
+        """M̄ = M + up(dw3x3(avgpool2(M))) (N·T, 2·C_r, H, W): differences plus pooled context."""
+        m = self.differences(h)
         ctx = self.context(F.avg_pool2d(m, 2, ceil_mode=True))
-        return m + F.interpolate(ctx, size=(height, width), mode='nearest')
+        return m + F.interpolate(ctx, size=m.shape[-2:], mode='nearest')
 
     def excitation(self, h):
         """E (N·T, C, H, W)."""
@@ -233,8 +237,8 @@ class LongShortModule(nn.Module):
 def normalize_branches(branches):
     """'short,long' / ['long'] / ('short', 'long') -> ordered tuple of known branch names."""
     if isinstance(branches, str):
-        branches = branches.split(',')
-    names = [b.strip() for b in branches if b.strip()]
+        branches = [branches]
+    names = [b.strip() for item in branches for b in item.split(',') if b.strip()]
     unknown = [b for b in names if b not in BRANCHES]
     if unknown or not names:
         raise LSNetError(f'--lsm_branches {",".join(names) or "(empty)"}: choose one or more of '

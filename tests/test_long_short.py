@@ -1,0 +1,291 @@
+"""LSNet's long-short module: spec formulas, TSM equivalence at init, learning, placement, I/O."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ops.errors import LSNetError
+from ops.long_short import (LongShortModule, LongTermBranch, ShortTermBranch, make_long_short,
+                            normalize_branches)
+from ops.models import TSN
+
+SIZE = 32
+
+
+def _model(arch, T, lsm=True, **kw):
+    kw.setdefault('partial_bn', False)
+    return TSN(5, T, base_model=arch, pretrain='none', is_shift=True, lsm=lsm, dropout=0.0,
+               input_size=SIZE, **kw)
+
+
+def _lsm_modules(model):
+    return [m for m in model.modules() if isinstance(m, LongShortModule)]
+
+
+def _randomize(module, skip=()):
+    """Give every parameter (and BN statistic) of ``module`` a random value, except ``skip``."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if not any(name.startswith(s) for s in skip):
+                p.normal_(0, 0.5)
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+
+
+def _clip(n, T, c, size, dtype=torch.float32):
+    return torch.randn(n * T, c, size, size, dtype=dtype)
+
+
+# ------------------------------------------------------------------ the formulas
+
+
+def _reference_lsm(m, h):
+    """The issue's formulas written out directly (conv3d for TConv, tanh, concat)."""
+    T = m.n_segment
+    n = h.shape[0] // T
+    out = h
+    if m.short is not None:
+        s = m.short
+        z = s.bn(s.reduce(h))
+        zs = s.smooth(z)
+        c_r, H, W = z.shape[1:]
+        z5, zs5 = z.view(n, T, c_r, H, W), zs.view(n, T, c_r, H, W)
+        d_next, d_prev = torch.zeros_like(z5), torch.zeros_like(z5)
+        for t in range(T):
+            if t + 1 < T:
+                d_next[:, t] = zs5[:, t + 1] - z5[:, t]
+            if t > 0:
+                d_prev[:, t] = zs5[:, t - 1] - z5[:, t]
+        mm = torch.cat((d_next, d_prev), 2).view(n * T, 2 * c_r, H, W)
+        ctx = s.context(F.avg_pool2d(mm, 2, ceil_mode=True))
+        mm = mm + F.interpolate(ctx, size=(H, W), mode='nearest')
+        out = out + h * torch.tanh(s.expand(mm))
+    if m.long is not None:
+        lb = m.long
+        x = h.view(n, T, *h.shape[1:]).transpose(1, 2)  # (N, C, T, H, W)
+        us, prev = [], None
+        for conv, hg in zip(lb.tconvs, x.chunk(lb.groups, dim=1)):
+            prev = conv(hg if prev is None else hg + prev)
+            us.append(prev)
+        u = torch.cat(us, 1).transpose(1, 2).reshape_as(h)
+        gamma = 2 * torch.sigmoid(lb.fc2(F.relu(lb.fc1(x.mean(dim=(2, 3, 4))))))
+        scale = (lb.alpha.weight.view(1, -1) * gamma).repeat_interleave(T, 0)
+        out = out + u * scale[:, :, None, None]
+    return out
+
+
+@pytest.mark.parametrize('T', [1, 3, 8, 16])
+@pytest.mark.parametrize('branches', [('short', 'long'), ('short',), ('long',)])
+def test_module_matches_written_out_spec(T, branches):
+    m = LongShortModule(32, T, reduction=8, groups=4, branches=branches).double().eval()
+    _randomize(m)
+    h = _clip(2, T, 32, 7, torch.float64)
+    assert torch.allclose(m(h), _reference_lsm(m, h), atol=1e-10)
+
+
+def test_dilations_are_capped_at_half_the_segments():
+    assert LongTermBranch(16, 16).dilations == (1, 2, 4, 8)
+    assert LongTermBranch(16, 8).dilations == (1, 2, 4, 4)
+    assert LongTermBranch(16, 3).dilations == (1, 1, 1, 1)
+    assert LongTermBranch(16, 1).dilations == (1, 1, 1, 1)
+
+
+def test_module_is_identity_at_init_and_gradcheck():
+    m = LongShortModule(16, 4, reduction=4).double()
+    h = _clip(2, 4, 16, 5, torch.float64)
+    assert torch.equal(m(h), h)
+    _randomize(m)
+    m.eval()
+    h.requires_grad_(True)
+    params = [p for p in m.parameters()]
+    torch.autograd.gradcheck(lambda x, *ps: m(x), (h, *params), fast_mode=True)
+
+
+def test_static_clip_gives_zero_short_term_response():
+    """No bias after the differences: a clip without motion has S = 0 and M = 0 exactly.
+
+    Holds for any weights while Ẑ's depthwise conv is the identity it starts as (the spec's
+    D+ = Ẑ_{t+1} - Z_t compares a smoothed frame with a raw one).
+    """
+    s = ShortTermBranch(24, 6, reduction=4)
+    _randomize(s, skip=('smooth',))
+    frame = torch.randn(2, 1, 24, 9, 9)
+    h = frame.expand(2, 6, 24, 9, 9).reshape(12, 24, 9, 9)
+    for mode in (True, False):
+        s.train(mode)
+        assert torch.equal(s.motion(h), torch.zeros(12, 2 * 8, 9, 9))
+        assert torch.equal(s(h), torch.zeros_like(h))
+
+
+def test_reversing_a_clip_swaps_the_signed_differences_and_flips_the_response():
+    T, C = 6, 24
+    s = ShortTermBranch(C, T, reduction=4).double()
+    _randomize(s)
+    s.eval()
+    h = _clip(2, T, C, 8, torch.float64).abs()
+
+    def rev(x):
+        return x.view(2, T, *x.shape[1:]).flip(1).reshape_as(x)
+
+    # For any weights: M(reversed clip), reversed back, is M with D+ and D- swapped.
+    m, m_rev = s.differences(h), rev(s.differences(rev(h)))
+    c_r = m.shape[1] // 2
+    assert torch.allclose(m_rev, torch.cat((m[:, c_r:], m[:, :c_r]), 1), atol=1e-12)
+
+    # A clip brightening linearly in time (Ẑ at identity): D+ = -D-, so reversal flips the sign
+    # of S on every interior frame.
+    with torch.no_grad():
+        s.smooth.weight.zero_()
+        s.smooth.weight[:, :, 1, 1] = 1.0
+    base = torch.rand(2, 1, C, 8, 8, dtype=torch.float64) + 1
+    step = torch.randn(2, 1, C, 8, 8, dtype=torch.float64)
+    ramp = (base + step * torch.arange(T).view(1, T, 1, 1, 1)).reshape(2 * T, C, 8, 8)
+    resp, resp_rev = s(ramp).view(2, T, -1), rev(s(rev(ramp))).view(2, T, -1)
+    inner, inner_rev = resp[:, 1:-1], resp_rev[:, 1:-1]
+    assert inner.abs().max() > 1e-3
+    assert torch.allclose(inner_rev, -inner, atol=1e-9)
+    assert not torch.equal(torch.sign(inner_rev), torch.sign(inner))
+
+
+# ------------------------------------------------------------------ placement in backbones
+
+
+@pytest.mark.parametrize('arch', ['resnet18', 'resnet50', 'mobilenetv2'])
+def test_shapes_and_placement(arch):
+    for T in (1, 3, 8, 16):
+        model = _model(arch, T).eval()
+        mods = _lsm_modules(model)
+        expected = {'resnet18': 8, 'resnet50': 16, 'mobilenetv2': 10}[arch]
+        assert len(mods) == expected and all(m.n_segment == T for m in mods)
+        with torch.no_grad():
+            out = model(torch.randn(2, T * 3, SIZE, SIZE))
+        assert out.shape == (2, 5)
+    names = [n for n, m in model.named_modules() if isinstance(m, LongShortModule)]
+    if arch.startswith('resnet'):
+        assert names[0] == 'base_model.layer1.0.lsm'
+        assert mods[0].channels == model.base_model.layer1[0].bn1.num_features
+    else:
+        assert all(n.startswith('base_model.features.') and n.endswith('.lsm') for n in names)
+        assert mods[0].channels == model.base_model.features[3].conv[0].net.in_channels
+
+
+def test_lsm_runs_in_the_forward_pass():
+    """Perturbing the new modules changes the features (so they are wired into every block type)."""
+    for arch in ('resnet18', 'resnet50', 'mobilenetv2'):
+        model = _model(arch, 3).eval()
+        x = torch.randn(3, 3, SIZE, SIZE)
+        with torch.no_grad():
+            before = model.base_model(x)
+            for m in _lsm_modules(model):
+                m.long.alpha.weight.fill_(1.0)
+            after = model.base_model(x)
+        assert (after - before).abs().max() > 1e-3 * before.abs().max()
+
+
+@pytest.mark.parametrize('arch', ['resnet18', 'resnet50', 'mobilenetv2'])
+def test_tsm_checkpoint_loads_and_lsnet_equals_tsm_at_init(arch):
+    from ops.checkpoint import load_weights, make_checkpoint
+    tsm = _model(arch, 4, lsm=False)
+    _randomize(tsm)  # BN statistics and weights away from their defaults
+    tsm.eval()
+    lsnet = _model(arch, 4)
+    report = load_weights(lsnet, make_checkpoint(tsm), source='tsm.pth')
+    lsm_keys = {k for k in lsnet.state_dict() if '.lsm.' in k}
+    assert lsm_keys and set(report.missing) == lsm_keys
+    assert not report.unexpected and not report.dropped
+    assert set(lsnet.state_dict()) - lsm_keys == set(tsm.state_dict())
+    lsnet.eval()
+    x = torch.randn(2, 4 * 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert (lsnet(x) - tsm(x)).abs().max().item() <= 1e-6
+
+
+def test_shift_place_block_and_temporal_pool():
+    model = _model('resnet18', 4, shift_place='block').eval()
+    names = [n for n, m in model.named_modules() if isinstance(m, LongShortModule)]
+    assert len(names) == 8 and names[0] == 'base_model.layer1.0.net.lsm'
+    model = _model('resnet18', 4, temporal_pool=True).eval()
+    assert [m.n_segment for m in _lsm_modules(model)] == [4, 4] + [2] * 6
+    with torch.no_grad():
+        assert model(torch.randn(2, 12, SIZE, SIZE)).shape == (2, 5)
+
+
+def test_user_errors():
+    import torchvision
+    with pytest.raises(LSNetError, match='--lsm needs --shift'):
+        make_long_short(torchvision.models.resnet18(), 'resnet18', 4)
+    with pytest.raises(LSNetError, match='--lsm_groups'):
+        _model('resnet18', 4, lsm_groups=3)
+    with pytest.raises(LSNetError, match='--lsm_branches'):
+        normalize_branches(['short', 'medium'])
+    with pytest.raises(LSNetError, match='not a whole number of clips'):
+        LongShortModule(16, 4)(torch.randn(6, 16, 4, 4))
+    assert normalize_branches('long,short') == ('short', 'long')
+    assert normalize_branches(['short,long']) == ('short', 'long')
+
+
+# ------------------------------------------------------------------ learning
+
+
+def test_every_new_parameter_learns_under_partial_bn():
+    """Zero-init chain: E and α get gradients on step 1, the rest once those moved (W1 on step 3).
+
+    Runs with partial BN on: the LSM BatchNorms stay in training mode, are in an optimizer group
+    and their affine parameters change.
+    """
+    T = 4
+    model = _model('resnet18', T, partial_bn=True)
+    model.train()
+    lsm_params = {n: p for n, p in model.named_parameters() if '.lsm.' in n}
+    grouped = [id(p) for g in model.get_optim_policies() for p in g['params']]
+    assert all(grouped.count(id(p)) == 1 for p in lsm_params.values())
+    lsm_bns = [m for n, m in model.named_modules() if '.lsm.' in n and isinstance(m, nn.BatchNorm2d)]
+    assert lsm_bns and all(bn.training and bn.weight.requires_grad for bn in lsm_bns)
+    start = {n: p.detach().clone() for n, p in lsm_params.items()}
+
+    opt = torch.optim.SGD([{'params': g['params'], 'lr': 0.1 * g['lr_mult']}
+                           for g in model.get_optim_policies()], lr=0.1, momentum=0.9)
+    x = torch.randn(4, T * 3, SIZE, SIZE)
+    y = torch.tensor([0, 1, 2, 3])
+    first_grad = {}
+    for step in (1, 2, 3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        for n, p in lsm_params.items():
+            if n not in first_grad and p.grad is not None and p.grad.abs().sum() > 0:
+                first_grad[n] = step
+        opt.step()
+
+    def tail(n):
+        return n.split('.lsm.', 1)[1]
+
+    assert {tail(n) for n, s in first_grad.items() if s == 1} == {'short.expand.weight', 'long.alpha.weight'}
+    assert {tail(n) for n, s in first_grad.items() if s == 3} == {'long.fc1.weight', 'long.fc1.bias'}
+    assert set(first_grad) == set(lsm_params)
+    for n, p in lsm_params.items():
+        if first_grad[n] < 3:  # W1's first update (step 3) is second order in tiny W2: not checked
+            assert not torch.equal(p.detach(), start[n]), n
+    assert all(bn.num_batches_tracked.item() == 3 for bn in lsm_bns)
+
+
+# ------------------------------------------------------------------ names
+
+
+def test_store_name_round_trip_through_weight_name_parsing():
+    from opts import build_train_parser
+    from ops.models import build_model_from_config
+    from ops.utils import parse_weight_name, store_name
+    args = build_train_parser().parse_args(
+        ['synthetic', 'RGB', '--arch', 'resnet18', '--num_segments', '4', '--shift', '--lsm',
+         '--epochs', '3'])
+    name = store_name(args)
+    assert '_lsm_' in name
+    cfg = parse_weight_name('/runs/shift_folder/' + name + '.pth')
+    assert cfg['lsm'] and cfg['is_shift'] and cfg['base_model'] == 'resnet18' and cfg['num_segments'] == 4
+    cfg.pop('dataset')
+    model = build_model_from_config(cfg, num_class=5, pretrain='none', input_size=SIZE)
+    assert len(_lsm_modules(model)) == 8
+    args_tsm = build_train_parser().parse_args(['synthetic', 'RGB', '--arch', 'resnet18', '--shift'])
+    assert not parse_weight_name(store_name(args_tsm) + '.pth')['lsm']
