@@ -136,7 +136,7 @@ def test_cli_force(tmp_path, capsys):
             '--size', '32', '--families', 'horizontal', 'appearance']
     assert gs.main(args) == 0
     assert open(os.path.join(out, 'category.txt')).read().split() == [
-        'move_left_to_right', 'move_right_to_left', 'star_shape', 'cross_shape']
+        'move_left_to_right', 'move_right_to_left', 'ring_shape', 'cross_shape']
     assert gs.main(args) == 0
     assert 'already' in capsys.readouterr().out
     assert gs.main(args + ['--seed', '2']) == 2

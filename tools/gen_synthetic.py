@@ -55,12 +55,16 @@ FAMILIES = {
     'rotation': ('rotation', ['rotate_clockwise', 'rotate_counterclockwise'], 'pair'),
     'scale': ('scale', ['approach_grow', 'recede_shrink'], 'pair'),
     'presence': ('presence', ['appear', 'disappear'], 'pair'),
-    'order': ('order', ['disc_flash_then_square_flash', 'square_flash_then_disc_flash'], 'pair'),
+    'order': ('order', ['red_turns_blue', 'blue_turns_red'], 'pair'),
+    'order_long': ('long_order', ['disc_flash_then_square_flash', 'square_flash_then_disc_flash'],
+                   'pair'),
     'speed': ('speed', ['orbit_slow', 'orbit_fast'], 'independent'),
-    'appearance': ('appearance', ['star_shape', 'cross_shape'], 'independent'),
+    'appearance': ('appearance', ['ring_shape', 'cross_shape'], 'independent'),
 }
 DEFAULT_FAMILIES = ('horizontal', 'vertical', 'rotation', 'scale', 'order', 'speed', 'appearance')
-# shapes the temporal families draw from; the appearance classes own 'star' and 'cross'
+# optional families (``families=...``): 'presence' (appear / disappear) and 'order_long' (two brief
+# flashes, disc then square or the reverse: only their long-range order tells the classes apart)
+# shapes the temporal families draw from; the appearance classes own 'ring' and 'cross'
 PLAIN_SHAPES = ('disc', 'square', 'triangle')
 # horizontal flip maps these classes onto each other (everything else is flip-invariant)
 FLIP_PAIRS = (('move_left_to_right', 'move_right_to_left'),
@@ -111,9 +115,8 @@ def _shape_coverage(shape, u, v, scale_px):
         phi = np.abs(np.arctan2(v, u))
         mouth = (np.radians(50) - phi) * np.maximum(rho, 0.15)
         d = np.maximum(rho - 1.0, mouth)
-    elif shape == 'star':
-        phi = np.arctan2(v, u)
-        d = (rho - (0.62 + 0.38 * np.cos(5 * phi))) * 0.6
+    elif shape == 'ring':
+        d = np.abs(rho - 0.72) - 0.28
     elif shape == 'cross':
         arm1 = np.maximum(np.abs(u) - 0.3, np.abs(v) - 1.0)
         arm2 = np.maximum(np.abs(u) - 1.0, np.abs(v) - 0.3)
@@ -213,7 +216,17 @@ def _draw_clip(family, k, rng, frames, size):
         layers = [_layer(shape, colour, frames, cx, cy, r, theta0,
                          (tau >= t_on).astype(np.float32))]
     elif family == 'order':
-        # two time-symmetric flashes (on for >= 1/4 of the clip): disc early, square late
+        # the object's colour switches once, red -> blue (the partner: blue -> red)
+        r = rng.uniform(0.22, 0.3) * S
+        cx, cy = rng.uniform(0.38, 0.62, size=2) * S
+        t_c = rng.uniform(0.3, 0.7)
+        red = np.array([0.95, 0.12, 0.1], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
+        blue = np.array([0.1, 0.3, 0.95], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
+        on = (tau >= t_c).astype(np.float32)
+        layers = [_layer(shape, red, frames, cx, cy, r, theta0, 1 - on),
+                  _layer(shape, blue, frames, cx, cy, r, theta0, on)]
+    elif family == 'order_long':
+        # long-range order: two time-symmetric flashes (on for >= 1/4 of the clip): disc early, square late
         width = 0.25
         t_a = rng.uniform(0.0, 0.2)
         t_b = rng.uniform(0.55, 0.75)
@@ -239,8 +252,8 @@ def _draw_clip(family, k, rng, frames, size):
     elif family == 'appearance':
         # shape is the class; motion is any of the temporal families' motions, so it carries
         # no label information
-        shape = ('star', 'cross')[k]
-        r = rng.uniform(0.22, 0.3) * S
+        shape = ('ring', 'cross')[k]
+        r = rng.uniform(0.26, 0.32) * S
         cx, cy = rng.uniform(0.35, 0.65, size=2) * S
         motion = rng.integers(3)
         if motion == 0:
