@@ -38,7 +38,7 @@ def test_kinetics(tmp_path, capsys):
         'abseiling,eee,0,10,train,0\n')
     (tmp_path / 'val.csv').write_text(
         'label,youtube_id,time_start,time_end,split\n'
-        'abseiling,ccc,0,10,val\n'
+        'abseiling,ccc,0,10,validate\n'
         'abseiling,ddd,7,17,val\n')
     out = tmp_path / 'labels'
     rc = gen_label_kinetics.main(['--train_csv', str(tmp_path / 'train.csv'), '--val_csv',

@@ -2,9 +2,9 @@
 
 Reads ``label,youtube_id,time_start,time_end,split[,is_cc]`` CSVs (header line first), finds each
 video's frame folder as extracted by ``vid2img_kinetics.py`` (``<class>/<youtube_id>_<start>_<end>``
-under ``--frame_root``, also under a ``<split>/`` sub-folder, with or without zero-padded times),
-and writes ``train_videofolder.txt``, ``val_videofolder.txt`` and ``category.txt`` into
-``--out_dir``.
+under ``--frame_root``, or under a ``<split>/`` sub-folder such as ``train/`` or ``val/``; times
+zero-padded or not), and writes ``train_videofolder.txt``, ``val_videofolder.txt`` and
+``category.txt`` into ``--out_dir``.
 
     python tools/gen_label_kinetics.py --train_csv kinetics_train.csv --val_csv kinetics_val.csv \\
         --frame_root kinetics/images --out_dir kinetics/labels
@@ -25,6 +25,8 @@ from tools.label_common import (ListBuilder, base_parser, category_index, kineti
                                 read_lines, run, write_categories, write_list)
 
 REQUIRED_COLUMNS = ('label', 'youtube_id', 'time_start', 'time_end')
+# The CSVs of different Kinetics releases spell the validation split differently.
+VAL_SPLIT_NAMES = ('val', 'validate', 'valid', 'validation')
 
 
 def read_kinetics_csv(path):
@@ -74,7 +76,8 @@ class FolderIndex:
         """Relative folder paths to try, most likely first."""
         dirs = [cls]
         if split:
-            dirs.append(os.path.join(split, cls))
+            names = VAL_SPLIT_NAMES if split in VAL_SPLIT_NAMES else (split,)
+            dirs += [os.path.join(name, cls) for name in names]
         names = ['%s_%06d_%06d' % (ytid, start, end), '%s_%d_%d' % (ytid, start, end)]
         out = [os.path.join(d, n) for d in dirs for n in names]
         for d in dirs:  # any <ytid>_<a>_<b> folder whose times parse to the same segment
