@@ -146,7 +146,7 @@ def read_categories(path):
     return names
 
 
-_SIDE_WORD = re.compile(r'\b(left|right)\b', re.IGNORECASE)
+_SIDE_WORD = re.compile(r'(?<![a-z])(left|right)(?![a-z])', re.IGNORECASE)  # '_' separates words too
 
 
 def _mirror_name(name):

@@ -98,6 +98,7 @@ def test_label_swap_from_category_names(tmp_path):
     swap = build_label_swap(names)
     assert swap == {0: 1, 1: 0, 2: 4, 4: 2, 5: 6, 6: 5}
     assert build_label_swap(['Holding something', 'Moving something left']) is None
+    assert build_label_swap(['move_left_to_right', 'leftover', 'move_right_to_left']) == {0: 2, 2: 0}
     _write(str(tmp_path / 'something/v2/category.txt'), names)
     cfg = get_dataset_config('somethingv2', 'RGB', root_path=str(tmp_path))
     assert cfg.label_swap == swap and not cfg.flip  # map available, flipping still off
