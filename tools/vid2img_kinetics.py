@@ -52,7 +52,8 @@ def main(argv=None):
         check_common_args(args)
         jobs = kinetics_jobs(args.src, args.out)
         if not jobs:
-            raise LSNetError('no video files in %s or its class folders' % args.src)
+            raise LSNetError('no video files in %s or its class folders (pass one split folder, '
+                              'e.g. kinetics/videos/train)' % args.src)
         return run_cli(args, jobs, FRAME_TMPL)
     except LSNetError as exc:
         print('error: %s' % exc, file=sys.stderr)
