@@ -53,7 +53,7 @@ def main(argv=None):
         jobs = kinetics_jobs(args.src, args.out)
         if not jobs:
             raise LSNetError('no video files in %s or its class folders (pass one split folder, '
-                              'e.g. kinetics/videos/train)' % args.src)
+                             'e.g. kinetics/videos/train)' % args.src)
         return run_cli(args, jobs, FRAME_TMPL)
     except LSNetError as exc:
         print('error: %s' % exc, file=sys.stderr)
