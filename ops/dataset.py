@@ -111,7 +111,7 @@ def _dense_clip(n, num_segments, start):
 
 
 def sample_dense_indices(n, num_segments, rng=random):
-    """Dense (I3D-style) training/validation: stride 64 // T from a random start in the first n - 63 frames."""
+    """Dense (I3D-style) training/validation: stride 64 // T from a random start in [0, n - 65]."""
     p = max(1, n - DENSE_WINDOW + 1)
     start = 0 if p == 1 else rng.randrange(p - 1)
     return _dense_clip(n, num_segments, start)

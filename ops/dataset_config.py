@@ -4,23 +4,21 @@ The dataset root ``R`` comes from ``root_path`` (``--root_path``), else the envi
 ``LSNET_DATA_ROOT``; nothing is hard-coded.  Registered datasets follow the TSM reference's layout
 under ``R`` (paths below are relative to ``R``):
 
-============  ======================================  =====================================  ==============
-dataset       frames (RGB / Flow)                     lists (train, val)                     category file
-============  ======================================  =====================================  ==============
-ucf101        UCF101/jpg                              UCF101/file_list/ucf101_{rgb,flow}_    UCF101/labels/classInd.txt
-                                                      {train,val}_split_1.txt                or UCF101/file_list/category.txt
-hmdb51        HMDB51/images                           HMDB51/splits/hmdb51_{rgb,flow}_       HMDB51/labels/category.txt or
-                                                      {train,val}_split_1.txt                HMDB51/splits/category.txt
-                                                                                             (else 51 classes)
-kinetics      kinetics/images / kinetics/flow         kinetics/labels/{train,val}_           kinetics/labels/category.txt
-                                                      videofolder[_flow].txt
-something     something/v1/20bn-something-something-  something/v1/{train,val}_              something/v1/category.txt
-              v1[-flow]                               videofolder[_flow].txt
-somethingv2   something/v2/20bn-something-something-  something/v2/{train,val}_              something/v2/category.txt
-              v2-frames / ...-v2-flow                 videofolder[_flow].txt
-jester        jester/20bn-jester-v1[-flow]            jester/{train,val}_videofolder         jester/category.txt
-                                                      [_flow].txt
-============  ======================================  =====================================  ==============
+- ``ucf101``: frames ``UCF101/jpg``; lists
+  ``UCF101/file_list/ucf101_{rgb,flow}_{train,val}_split_1.txt``; classes
+  ``UCF101/labels/classInd.txt`` or ``UCF101/file_list/category.txt``.
+- ``hmdb51``: frames ``HMDB51/images``; lists
+  ``HMDB51/splits/hmdb51_{rgb,flow}_{train,val}_split_1.txt``; classes
+  ``HMDB51/labels/category.txt`` or ``HMDB51/splits/category.txt``, else 51 unnamed classes.
+- ``kinetics``: frames ``kinetics/images`` (Flow ``kinetics/flow``); lists
+  ``kinetics/labels/{train,val}_videofolder[_flow].txt``; classes ``kinetics/labels/category.txt``.
+- ``something`` (V1): frames ``something/v1/20bn-something-something-v1[-flow]``; lists
+  ``something/v1/{train,val}_videofolder[_flow].txt``; classes ``something/v1/category.txt``.
+- ``somethingv2``: frames ``something/v2/20bn-something-something-v2-frames`` (Flow
+  ``...-v2-flow``); lists ``something/v2/{train,val}_videofolder[_flow].txt``; classes
+  ``something/v2/category.txt``.
+- ``jester``: frames ``jester/20bn-jester-v1[-flow]``; lists
+  ``jester/{train,val}_videofolder[_flow].txt``; classes ``jester/category.txt``.
 
 Templates: ``img_{:05d}.jpg`` (UCF101, HMDB51, Kinetics), ``{:05d}.jpg`` (Something V1, Jester),
 ``{:06d}.jpg`` (Something V2); Flow ``flow_{}_{:05d}.jpg`` (x/y files), ``{:06d}-{}_{:05d}.jpg``
@@ -38,11 +36,12 @@ depend on direction (as in the reference), and for ``--no_flip``.  ``label_swap`
 to its mirror class when the category names say so: a name whose words ``left``/``right`` swapped
 give another category ("Pushing something from left to right" ↔ "... from right to left",
 "Swiping Left" ↔ "Swiping Right").  It is built for every dataset with such names and is used by
-``TSNDataSet(label_swap=...)`` whenever flipping is on — a ``custom`` dataset with mirrored class
+``TSNDataSet(label_swap=...)`` whenever flipping is on, so a ``custom`` dataset with mirrored class
 names can keep flips and still get correct labels.  We keep flipping off for the registered
-direction-sensitive datasets anyway, because other classes there (rotations, "turning the camera")
-also change under a mirror and have no name-based partner.  ``synthetic`` flips only when its
-generator wrote ``label_swap.json`` (the generator knows which of its classes mirror each other).
+direction-sensitive datasets anyway, as the reference does: the map is only as complete as the
+class names (a mirrored clip of a class without left/right in its name is assumed unchanged).
+``synthetic`` flips only when its generator wrote ``label_swap.json`` (the generator knows which
+of its classes mirror each other).
 """
 import json
 import logging
@@ -129,7 +128,7 @@ _INDEXED_LINE = re.compile(r'^(\d+)\s+(\S.*)$')
 
 
 def read_categories(path):
-    """Class names, one per non-empty line; UCF101's ``classInd.txt`` (``1 ApplyEyeMakeup``) loses its indices."""
+    """Class names, one per non-empty line; ``classInd.txt`` lines (``1 ApplyEyeMakeup``) lose their index."""
     try:
         with open(path) as f:
             lines = [line.strip() for line in f]
@@ -146,7 +145,8 @@ def read_categories(path):
     return names
 
 
-_SIDE_WORD = re.compile(r'(?<![a-z])(left|right)(?![a-z])', re.IGNORECASE)  # '_' separates words too
+# a side word not inside a longer word ('_' separates words too: move_left_to_right)
+_SIDE_WORD = re.compile(r'(?<![a-z])(left|right)(?![a-z])', re.IGNORECASE)
 
 
 def _mirror_name(name):

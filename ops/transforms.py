@@ -53,7 +53,7 @@ def multiscale_crop_params(image_w, image_h, input_size, scales=RGB_SCALES, max_
 
 
 def resize_clip(clip, height, width):
-    """Bilinear (PIL-like, antialiased) resize of a uint8 clip ``(F, C, H, W)`` → ``(F, C, height, width)``."""
+    """PIL-like (antialiased) bilinear resize: uint8 ``(F, C, H, W)`` → ``(F, C, height, width)``."""
     if clip.shape[-2:] == (height, width):
         return clip
     x = clip.contiguous(memory_format=torch.channels_last)

@@ -1,9 +1,9 @@
 """Decoding frames into uint8 clip tensors: JPEG/PNG frame files and video files (PyAV).
 
-Frame files: JPEGs are decoded by libjpeg-turbo through ``torchvision.io.decode_jpeg`` (20-30%
-faster than PIL's open + decode here, and it returns a tensor without another copy); when frames are at least twice as large as the transform needs
-(``min_short_side``), PIL's ``Image.draft`` makes libjpeg-turbo decode them at 1/2, 1/4 or 1/8
-size directly, which is several times cheaper than decoding in full and shrinking.  Other formats
+Frame files: JPEGs are decoded by libjpeg-turbo through ``torchvision.io.decode_jpeg`` (one call
+per clip, straight into tensors, no PIL object or extra copy); when frames are at least twice as
+large as the transform needs (``min_short_side``), PIL's ``Image.draft`` makes libjpeg-turbo
+decode them at 1/2, 1/4 or 1/8 size directly, several times cheaper than a full decode.  Other formats
 go through PIL.  Video files (``.mp4``, ``.webm``, ``.avi``, ``.mkv``) are decoded with PyAV.
 No file stays open between calls, so datasets using these functions pickle into DataLoader workers.
 """
