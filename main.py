@@ -300,7 +300,8 @@ def run(args):
             train_loader.dataset.set_epoch(epoch)
             tr = train_one_epoch(net, train_loader, criterion, optimizer, schedule, epoch,
                                  scaler=scaler, clip_gradient=args.clip_gradient, print_freq=args.print_freq,
-                                 should_stop=stop, on_step=logger.scalars, **loop_kw)
+                                 should_stop=stop, on_step=lambda step, vals: logger.scalars(vals, step),
+                                 **loop_kw)
             if tr['interrupted']:
                 log.warning('interrupted during epoch %d; last complete checkpoint: %s', epoch,
                             ckpt_path if os.path.exists(ckpt_path) else 'none')

@@ -59,7 +59,7 @@ def model_config_for(path, ckpt, args):
     return parsed, 'file name'
 
 
-def load_model(path, n_segments, args, device):
+def load_model(path, n_segments, test_list, args, device):
     """Build and load one checkpoint for testing; returns (model, dataset_config, segments)."""
     from ops.checkpoint import load_checkpoint, load_weights
     from ops.dataset_config import get_dataset_config
@@ -68,7 +68,10 @@ def load_model(path, n_segments, args, device):
     ckpt = load_checkpoint(path)
     cfg, source = model_config_for(path, ckpt, args)
     modality = cfg.get('modality', 'RGB')
+    if args.dataset == 'custom' and not test_list:
+        raise LSNetError('dataset custom needs --test_list (with --root_path and --category_file)')
     dcfg = get_dataset_config(args.dataset, modality, root_path=args.root_path or None,
+                              train_list=test_list, val_list=test_list,
                               category_file=args.category_file, image_tmpl=args.image_tmpl)
     stored_classes = cfg.get('num_class')
     if stored_classes is not None and stored_classes != dcfg.num_class:
@@ -96,7 +99,7 @@ def build_loader(model, dcfg, segments, test_list, args):
                          crop_size=model.crop_size, scale_size=model.scale_size,
                          mean=model.input_mean, std=model.input_std,
                          test_crops=args.test_crops, full_res=args.full_res)
-    dataset = TSNDataSet(dcfg.root_path, test_list or dcfg.val_list, num_segments=segments,
+    dataset = TSNDataSet(dcfg.root_path, dcfg.val_list, num_segments=segments,
                          new_length=model.new_length, modality=model.modality, image_tmpl=dcfg.image_tmpl,
                          transform=tf, random_shift=False, test_mode=True,
                          dense_sample=args.dense_sample, twice_sample=args.twice_sample)
@@ -234,7 +237,7 @@ def run(args):
 
     models, loaders, names, dcfg = [], [], None, None
     for path, seg, test_list in zip(weights, segs, lists):
-        model, this_cfg, segments = load_model(path, seg, args, device)
+        model, this_cfg, segments = load_model(path, seg, test_list, args, device)
         loader, this_names = build_loader(model, this_cfg, segments, test_list, args)
         if names is not None and len(this_names) != len(names):
             raise LSNetError('ensemble members see different test lists ({} vs {} videos)'
