@@ -103,7 +103,7 @@ def test_speed_pair_same_mean_frame(tmp_path):
         # object-vs-background contrast map, radially averaged over the clip's frames
         mean[int(lab)].append(np.abs(clip - np.median(clip, axis=(0, 1, 2))).mean(axis=(0, 3)))
     slow, fast = np.mean(mean[0], axis=0), np.mean(mean[1], axis=0)
-    assert np.abs(slow - fast).mean() < 0.15 * slow.mean()
+    assert np.abs(slow - fast).mean() < 0.25 * slow.mean()  # other motions: > 0.45
 
 
 def test_ensure_synthetic_idempotent_and_atomic(tmp_path):

@@ -375,7 +375,10 @@ def generate(out_dir, seed=0, num_train_per_class=DEFAULTS['num_train_per_class'
     meta = dict(format_version=FORMAT_VERSION, seed=seed, num_train_per_class=num_train_per_class,
                 num_val_per_class=num_val_per_class, frames=frames, size=size,
                 families=list(families), image_tmpl=IMAGE_TMPL, num_class=len(names),
-                temporal_pairs=[list(p) for p in pairs])
+                temporal_pairs=[list(p) for p in pairs],
+                # every two-class temporal contrast: the reversal pairs plus slow / fast
+                pairs=[list(p) for p in pairs] + [groups['speed']] if 'speed' in groups else
+                [list(p) for p in pairs])
     with open(os.path.join(out_dir, META_FILE), 'w') as f:
         json.dump(meta, f, indent=1)
     log.info('synthetic dataset: %d classes, %d train + %d val clips in %.1fs -> %s', len(names),
