@@ -40,23 +40,38 @@ def shift_slicing(x, n_segment, fold_div=8):
     return out.view(nt, c, h, w)
 
 
-def _shift_into(x5, fold, direction):
-    """Shift a ``(N, T, C, H, W)`` tensor into a fresh tensor, each element written once.
+_NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16, torch.int64, torch.int32, torch.uint8)
 
-    ``direction=+1`` is the forward shift (first fold takes t+1, second fold takes t-1);
-    ``direction=-1`` the opposite one (used for gradients).
-    """
-    out = torch.empty_like(x5)
+
+def _slice_copies(src, dst, fold, direction):
+    """Fill ``dst`` (N, T, C, ...) from ``src``: each element written once (numpy arrays or tensors)."""
     if fold > 0:
         a, b = slice(0, fold), slice(fold, 2 * fold)
         first, second = (a, b) if direction > 0 else (b, a)
         # `first` channels: out[t] = x[t+1], zero at the last frame
-        out[:, :-1, first] = x5[:, 1:, first]
-        out[:, -1:, first] = 0
+        dst[:, :-1, first] = src[:, 1:, first]
+        dst[:, -1:, first] = 0
         # `second` channels: out[t] = x[t-1], zero at the first frame
-        out[:, 1:, second] = x5[:, :-1, second]
-        out[:, :1, second] = 0
-    out[:, :, 2 * fold:] = x5[:, :, 2 * fold:]
+        dst[:, 1:, second] = src[:, :-1, second]
+        dst[:, :1, second] = 0
+    dst[:, :, 2 * fold:] = src[:, :, 2 * fold:]
+
+
+def _shift_into(x5, fold, direction):
+    """Shift a ``(N, T, C, H, W)`` tensor into a fresh tensor, each element written once.
+
+    ``direction=+1`` is the forward shift (first fold takes t+1, second fold takes t-1);
+    ``direction=-1`` the opposite one (used for gradients). On CPU the slice copies run through
+    numpy views of the same memory: plain single-threaded memcpy loops, which avoid a thread-pool
+    fork/join per slice (five per shift) and so stay as fast as one ``clone()`` even on a busy
+    machine. Other devices and dtypes use the same copies as torch ops.
+    """
+    out = torch.empty_like(x5)
+    if (x5.device.type == 'cpu' and x5.dtype in _NUMPY_DTYPES and out.dtype == x5.dtype
+            and not x5.is_conj() and not x5.is_neg()):
+        _slice_copies(x5.detach().numpy(), out.numpy(), fold, direction)
+    else:
+        _slice_copies(x5, out, fold, direction)
     return out
 
 

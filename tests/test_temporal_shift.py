@@ -30,6 +30,18 @@ def test_fast_shift_bit_exact_forward_backward(n, t, c, div):
     assert torch.equal(xa.grad, xb.grad)
 
 
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float64])
+def test_fast_shift_other_dtypes(dtype):
+    """bfloat16 takes the torch-op path (numpy has no bfloat16), float64 the numpy path."""
+    xa, xb = _pair(2, 4, 12, dtype=dtype)
+    ya, yb = temporal_shift(xa, 4, 4), shift_slicing(xb, 4, 4)
+    assert ya.dtype == dtype and torch.equal(ya, yb)
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.equal(xa.grad, xb.grad)
+
+
 def test_shift_direction_and_zero_fill():
     x = torch.arange(1, 4, dtype=torch.float32).view(3, 1, 1, 1).expand(3, 4, 1, 1).contiguous()
     y = temporal_shift(x, 3, fold_div=4).view(3, 4)  # fold 1: channel 0 ← t+1, channel 1 ← t-1
