@@ -74,18 +74,6 @@ def init_distributed(args):
     return World(rank, size), local_rank
 
 
-def setup_logging(is_main):
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        if getattr(h, '_lsnet_console', False):
-            root.removeHandler(h)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter('%(message)s'))
-    handler._lsnet_console = True
-    root.addHandler(handler)
-    root.setLevel(logging.INFO if is_main else logging.WARNING)
-
-
 class StopRequest:
     """SIGINT sets a flag polled between steps; a second SIGINT interrupts at once."""
 
@@ -196,7 +184,8 @@ def run(args):
 
     check_flags(args)
     world, local_rank = init_distributed(args)
-    setup_logging(world.is_main)
+    if not world.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
     device = select_device(args.device, args.gpus, local_rank if world.size > 1 else None)
 
     resume_path = resolve_resume(args.resume) if args.resume else None
@@ -352,13 +341,16 @@ def run(args):
 
 def main(argv=None):
     """Entry point; returns 0 on success, 2 on a user error (message on stderr), 130 if interrupted."""
+    from ops.utils import install_console_logging
     args = build_train_parser().parse_args(argv)
+    undo_logging = install_console_logging()
     try:
         return run(args)
     except LSNetError as e:
         print('error: {}'.format(e), file=sys.stderr)
         return 2
     finally:
+        undo_logging()
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -276,14 +276,16 @@ def run(args):
 
 def main(argv=None):
     """Entry point; returns 0 on success, 2 on a user error (message on stderr)."""
+    from ops.utils import install_console_logging
     args = build_test_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stdout)
+    undo_logging = install_console_logging()
     try:
         return run(args)
     except LSNetError as e:
         print('error: {}'.format(e), file=sys.stderr)
         return 2
+    finally:
+        undo_logging()
 
 
 if __name__ == '__main__':

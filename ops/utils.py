@@ -3,6 +3,7 @@ import logging
 import os
 import random
 import re
+import sys
 
 import numpy as np
 import torch
@@ -170,3 +171,28 @@ def seed_everything(seed):
 def draw_seed():
     """A fresh seed, for runs started without ``--seed`` (it is saved so a resume continues)."""
     return int.from_bytes(os.urandom(4), 'little') & 0x7FFFFFFF
+
+
+# ---------------------------------------------------------------- console logging of the entry points
+
+class ConsoleHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at emit time (survives stream swaps, e.g. under pytest)."""
+
+    def emit(self, record):
+        self.stream = sys.stdout
+        super().emit(record)
+
+
+def install_console_logging(level=logging.INFO):
+    """Attach a message-only stdout handler to the root logger; returns a callable that undoes it."""
+    root = logging.getLogger()
+    handler = ConsoleHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter('%(message)s'))
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+
+    def undo():
+        root.removeHandler(handler)
+        root.setLevel(previous)
+    return undo
