@@ -120,7 +120,8 @@ def load_weights(model, ckpt_or_state_dict, finetune=False, source='<checkpoint>
 
     Handles the ``module.`` prefix, ``base_model.classifier.*`` → ``new_fc.*`` and the ``.net``
     segments that differ between TSN and TSM files. ``finetune=True`` drops ``new_fc.*`` when its
-    shape differs and tolerates missing/unexpected keys (reported). Otherwise any shape mismatch,
+    shape differs (and the first conv when its input channels differ, e.g. RGB weights for a Flow
+    model, which keeps its averaged-kernel init) and tolerates missing/unexpected keys (reported). Otherwise any shape mismatch,
     missing key (except LSM modules and BN ``num_batches_tracked``) or unexpected key raises an
     :class:`LSNetError` naming ``source`` and the first offending keys.
     """
@@ -133,6 +134,7 @@ def load_weights(model, ckpt_or_state_dict, finetune=False, source='<checkpoint>
     sd = {('new_fc.' + k[len('base_model.classifier.'):] if k.startswith('base_model.classifier.')
            and k not in model_sd else k): v for k, v in sd.items()}
 
+    first_conv = next((name + '.weight' for name, m in target.named_modules() if isinstance(m, torch.nn.Conv2d)), None)
     by_canon = {}
     for k in sd:
         by_canon.setdefault(_canonical(k), []).append(k)
@@ -151,8 +153,8 @@ def load_weights(model, ckpt_or_state_dict, finetune=False, source='<checkpoint>
         used.add(fk)
         fv = sd[fk]
         if _shape(fv) != _shape(mv):
-            if finetune and mk.startswith('new_fc.'):
-                report.dropped.append(mk)
+            if finetune and (mk.startswith('new_fc.') or mk == first_conv):
+                report.dropped.append(mk)  # other classes, or RGB weights for a Flow/RGBDiff model
             else:
                 mismatched.append('{} (file {} vs model {})'.format(fk, _shape(fv), _shape(mv)))
             continue

@@ -132,6 +132,17 @@ def test_wrong_class_count_error_and_finetune_drop(tmp_path):
     assert torch.equal(target.base_model.conv1.weight, src.base_model.conv1.weight)
 
 
+def test_finetune_flow_from_rgb_drops_first_conv():
+    rgb = tiny(num_class=7)
+    flow = tiny(modality='Flow')
+    with pytest.raises(LSNetError, match='conv1.weight'):
+        load_weights(flow, rgb.state_dict(), source='rgb.pth')
+    report = load_weights(flow, rgb.state_dict(), finetune=True, source='rgb.pth')
+    assert report.dropped == ['base_model.conv1.weight', 'new_fc.weight', 'new_fc.bias']
+    assert flow.base_model.conv1.weight.shape[1] == 10
+    assert torch.equal(flow.base_model.layer1[0].conv1.weight, rgb.base_model.layer1[0].conv1.weight)
+
+
 def test_tsn_tsm_renames_and_classifier_rename():
     tsn = tiny()
     tsm = tiny(is_shift=True)
