@@ -201,7 +201,7 @@ def test_config_round_trip():
 def test_user_errors():
     for kw in (dict(base_model='vgg16'), dict(modality='Depth'), dict(pretrain='kinetics'),
                dict(consensus_type='max'), dict(is_shift=True, shift_place='conv'),
-               dict(base_model='mobilenetv2', non_local=True)):
+               dict(base_model='mobilenetv2', non_local=True), dict(shift_mode='inplace')):
         with pytest.raises(LSNetError):
             tiny(**kw)
 
