@@ -64,11 +64,13 @@ def _shift_into(x5, fold, direction):
     ``direction=-1`` the opposite one (used for gradients). On CPU the slice copies run through
     numpy views of the same memory: plain single-threaded memcpy loops, which avoid a thread-pool
     fork/join per slice (five per shift) and so stay as fast as one ``clone()`` even on a busy
-    machine. Other devices and dtypes use the same copies as torch ops.
+    machine. Other devices and dtypes, and tracing (``torch.export``/``torch.compile``), use the same
+    copies as torch ops.
     """
     out = torch.empty_like(x5)
-    if (x5.device.type == 'cpu' and x5.dtype in _NUMPY_DTYPES and out.dtype == x5.dtype
-            and not x5.is_conj() and not x5.is_neg()):
+    if (type(x5) is torch.Tensor and type(out) is torch.Tensor  # not fake/functional (tracing)
+            and x5.device.type == 'cpu' and x5.dtype in _NUMPY_DTYPES
+            and not x5.is_conj() and not x5.is_neg() and not torch.compiler.is_compiling()):
         _slice_copies(x5.detach().numpy(), out.numpy(), fold, direction)
     else:
         _slice_copies(x5, out, fold, direction)

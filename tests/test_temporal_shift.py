@@ -168,3 +168,12 @@ def test_non_local_starts_as_identity_and_wraps_every_second_block():
     nn.init.normal_(small.layer2[0].nl.W[1].weight)
     small.eval()
     assert small(torch.randn(4, 3, 32, 32)).shape == (4, 1000)
+
+
+@pytest.mark.parametrize('mode', ['fast', 'lean'])
+def test_shift_traces_with_torch_export(mode):
+    """Tracing uses the torch-op copies (the numpy fast path needs real tensors)."""
+    net = nn.Sequential(TemporalShift(nn.Conv2d(8, 4, 1), n_segment=2, n_div=4, mode=mode), nn.ReLU()).eval()
+    x = torch.randn(4, 8, 3, 3)
+    program = torch.export.export(net, (x,))
+    assert torch.equal(program.module()(x), net(x))
