@@ -97,9 +97,10 @@ def main(argv=None):
     for r in runners:
         for _ in range(args.warmup):
             r.step(x, y)
-    for _ in range(args.rounds):
+    for i in range(args.rounds):
         for r in runners:
             r.times.append(r.step(x, y)[0])
+            print('  round {} {:<10} {:.3f} s/step'.format(i, r.name, r.times[-1]), flush=True)
 
     base = None
     rows = []
