@@ -121,9 +121,9 @@ def load_weights(model, ckpt_or_state_dict, finetune=False, source='<checkpoint>
     Handles the ``module.`` prefix, ``base_model.classifier.*`` → ``new_fc.*`` and the ``.net``
     segments that differ between TSN and TSM files. ``finetune=True`` drops ``new_fc.*`` when its
     shape differs (and the first conv when its input channels differ, e.g. RGB weights for a Flow
-    model, which keeps its averaged-kernel init) and tolerates missing/unexpected keys (reported). Otherwise any shape mismatch,
-    missing key (except LSM modules and BN ``num_batches_tracked``) or unexpected key raises an
-    :class:`LSNetError` naming ``source`` and the first offending keys.
+    model, which keeps its averaged-kernel init) and tolerates missing/unexpected keys (reported).
+    Otherwise any shape mismatch, missing key (except LSM modules and BN ``num_batches_tracked``)
+    or unexpected key raises an :class:`LSNetError` naming ``source`` and the first offending keys.
     """
     target = _unwrap(model)
     sd = ckpt_or_state_dict.get('state_dict', ckpt_or_state_dict) if isinstance(ckpt_or_state_dict, dict) else None

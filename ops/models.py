@@ -48,7 +48,8 @@ class TSN(nn.Module):
         if num_segments < 1:
             raise LSNetError('--num_segments must be >= 1 (got {})'.format(num_segments))
         if not before_softmax and consensus_type != 'avg':
-            raise LSNetError('only avg consensus can be used after softmax (--consensus_type {})'.format(consensus_type))
+            raise LSNetError('only avg consensus can be used after softmax (--consensus_type {})'
+                             .format(consensus_type))
         if shift_mode not in ('fast', 'lean'):
             raise LSNetError("unknown --shift_mode {!r} (choose from fast, lean)".format(shift_mode))
         if lsm and not is_shift:

@@ -158,7 +158,8 @@ def test_optim_policies_cover_every_parameter_once(kw):
     flow = kw.get('modality') == 'Flow'
     assert groups['first_conv_weight']['lr_mult'] == (5 if flow else 1)
     assert groups['first_conv_bias']['lr_mult'] == (10 if flow else 2)
-    fc = (groups['lr5_weight'], groups['lr10_bias']) if kw.get('fc_lr5') else (groups['normal_weight'], groups['normal_bias'])
+    fc_groups = ('lr5_weight', 'lr10_bias') if kw.get('fc_lr5') else ('normal_weight', 'normal_bias')
+    fc = (groups[fc_groups[0]], groups[fc_groups[1]])
     assert any(p is m.new_fc.weight for p in fc[0]['params']) and any(p is m.new_fc.bias for p in fc[1]['params'])
     n_bn = len(groups['BN scale/shift']['params'])
     if kw.get('partial_bn', True):

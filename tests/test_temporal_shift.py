@@ -59,7 +59,8 @@ def test_fast_shift_channels_last_and_noncontiguous_grad():
     assert torch.equal(x.grad, ref)
 
 
-CONVS = [dict(k=1, stride=1, pad=0, bias=False), dict(k=3, stride=2, pad=1, bias=True), dict(k=3, stride=1, pad=1, bias=False)]
+CONVS = [dict(k=1, stride=1, pad=0, bias=False), dict(k=3, stride=2, pad=1, bias=True),
+         dict(k=3, stride=1, pad=1, bias=False)]
 
 
 @pytest.mark.parametrize('n,t,c,div', SHAPES)
