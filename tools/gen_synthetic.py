@@ -1,6 +1,12 @@
 """Render the embedded synthetic dataset: a small Something-Something-like set in the TSN layout.
 
-Shapes move, rotate, grow, flash and orbit over static textured backgrounds.  Most classes come in
+Shapes move, rotate, grow, change colour and orbit over static textured backgrounds, 64x64 px,
+24 frames per clip.  Default classes (label order; group in brackets): move left->right /
+right->left, top->bottom / bottom->top [direction]; rotate clockwise / counterclockwise [rotation];
+approach (grow) / recede (shrink) [scale]; red turns blue / blue turns red [order]; orbit slow / fast
+[speed]; ring / cross [appearance] -- 14 classes, 100 train + 30 val clips each.  Optional families
+(``families=``): "presence" (appear / disappear) and "order_long" (a disc flash then a square flash,
+or the reverse: only long-range order separates them).  Most classes come in
 *temporal pairs*: the clips of one class are the clips of its partner played backwards (each random
 draw is rendered once and written both ways), so the two classes have exactly the same frames, only
 in opposite order.  A frame-averaging model (TSN) therefore cannot beat chance inside a pair, while
@@ -116,10 +122,10 @@ def _shape_coverage(shape, u, v, scale_px):
         mouth = (np.radians(50) - phi) * np.maximum(rho, 0.15)
         d = np.maximum(rho - 1.0, mouth)
     elif shape == 'ring':
-        d = np.abs(rho - 0.72) - 0.28
+        d = np.abs(rho - 0.68) - 0.32
     elif shape == 'cross':
-        arm1 = np.maximum(np.abs(u) - 0.3, np.abs(v) - 1.0)
-        arm2 = np.maximum(np.abs(u) - 1.0, np.abs(v) - 0.3)
+        arm1 = np.maximum(np.abs(u) - 0.34, np.abs(v) - 1.0)
+        arm2 = np.maximum(np.abs(u) - 1.0, np.abs(v) - 0.34)
         d = np.minimum(arm1, arm2)
     else:
         raise ValueError(shape)
@@ -200,8 +206,10 @@ def _draw_clip(family, k, rng, frames, size):
         cx, cy = (along, across) if family == 'horizontal' else (across, along)
         layers = [_layer(shape, colour, frames, cx, cy, r, theta0)]
     elif family == 'rotation':
-        r = rng.uniform(0.28, 0.36) * S
-        total = np.radians(rng.uniform(200, 300))
+        r = rng.uniform(0.3, 0.38) * S
+        # 300-420 degrees per clip: 40-55 degrees between 8 evenly spaced samples, under the
+        # 180 degrees that would make the direction ambiguous even with sampling jitter
+        total = np.radians(rng.uniform(300, 420))
         cx, cy = rng.uniform(0.42, 0.58, size=2) * S
         # image y points down, so an increasing angle turns clockwise on screen
         layers = [_layer('pacman', colour, frames, cx, cy, r, theta0 + total * tau)]
@@ -253,7 +261,7 @@ def _draw_clip(family, k, rng, frames, size):
         # shape is the class; motion is any of the temporal families' motions, so it carries
         # no label information
         shape = ('ring', 'cross')[k]
-        r = rng.uniform(0.26, 0.32) * S
+        r = rng.uniform(0.3, 0.36) * S
         cx, cy = rng.uniform(0.35, 0.65, size=2) * S
         motion = rng.integers(3)
         if motion == 0:
