@@ -89,6 +89,7 @@ def load_model(path, n_segments, test_list, args, device):
     log.info('=> %s: %s from %s, %d segments, shift %s, %s', path, model.base_model_name, source, segments,
              '{}/{}'.format(model.shift_div, model.shift_place) if model.is_shift else 'off', report.summary())
     model.to(device).eval()
+    model.to(memory_format=torch.channels_last)
     return model, dcfg, segments
 
 
