@@ -165,11 +165,14 @@ def build_loaders(args, cfg, model, seed, world):
         raise LSNetError('--batch-size {} is larger than the training list {} ({} videos)'
                          .format(args.batch_size, cfg.train_list, len(train_set)))
     pin = torch.cuda.is_available()
+    val_sampler = ShardSampler(len(val_set), world.size, world.rank)
+    # more workers than batches only costs start-up time
+    train_workers = min(args.workers, len(train_sampler) // per_proc)
+    val_workers = min(args.workers, -(-len(val_sampler) // per_proc))
     train_loader = DataLoader(train_seeded, batch_size=per_proc, sampler=train_sampler,
-                              num_workers=args.workers, pin_memory=pin, drop_last=True)
-    val_loader = DataLoader(val_seeded, batch_size=per_proc,
-                            sampler=ShardSampler(len(val_set), world.size, world.rank),
-                            num_workers=args.workers, pin_memory=pin)
+                              num_workers=train_workers, pin_memory=pin, drop_last=True)
+    val_loader = DataLoader(val_seeded, batch_size=per_proc, sampler=val_sampler,
+                            num_workers=val_workers, pin_memory=pin)
     return train_loader, val_loader
 
 

@@ -108,8 +108,9 @@ def build_loader(model, dcfg, segments, test_list, args):
     if args.max_num > 0 and args.max_num < len(dataset):
         dataset = torch.utils.data.Subset(dataset, range(args.max_num))
         names = names[:args.max_num]
+    workers = min(args.workers, -(-len(dataset) // args.batch_size))  # no more workers than batches
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
-                                         num_workers=args.workers, pin_memory=torch.cuda.is_available())
+                                         num_workers=workers, pin_memory=torch.cuda.is_available())
     return loader, names
 
 

@@ -182,7 +182,7 @@ def test_test_models_crops_match_manual_mean(chain, crops):
 def test_dense_twice_softmax_json_csv(chain, capsys):
     data, out, root = chain
     ckpt = os.path.join(run_dir(out), 'ckpt.pth.tar')
-    dense = _scores(data, [ckpt], str(root), 'dense', ['--dense_sample'])
+    dense = _scores(data, [ckpt], str(root), 'dense', ['--dense_sample', '--full_res', '--test_crops', '3'])
     twice = _scores(data, [ckpt], str(root), 'twice', ['--twice_sample', '--test_crops', '3', '--softmax'])
     assert dense['scores'].shape == twice['scores'].shape == (8, 4)
     np.testing.assert_allclose(twice['scores'].sum(1), 1.0, rtol=1e-5)  # softmax after the mean
