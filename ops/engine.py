@@ -215,16 +215,18 @@ def train_one_epoch(model, loader, criterion, optimizer, schedule, epoch, *, dev
         loss = criterion(output.float(), target)
 
         n = target.size(0)
+        value = loss.item()
         c1, c5 = topk_correct(output.detach().float(), target, (1, 5))
         stop = 1.0 if (should_stop is not None and should_stop()) else 0.0
-        stats = torch.tensor([loss.item() * n, c1, c5, n, stop,
-                              0.0 if math.isfinite(loss.item()) else 1.0], dtype=torch.float64)
+        # one reduction carries the metrics, the interrupt request and the non-finite flag
+        stats = torch.tensor([value * n, c1, c5, n, stop, 0.0 if math.isfinite(value) else 1.0],
+                             dtype=torch.float64)
         world.all_sum(stats)
         if stats[5] > 0:
-            raise NonFiniteLoss('loss is {} at epoch {} step {}/{} (lr {:.3g}); stopped before the update, '
-                                'no checkpoint written from these weights; lower --lr or set --gd'
-                                .format(loss.item() if not math.isfinite(loss.item()) else 'not finite on another process',
-                                        epoch, step, steps, lr))
+            what = value if not math.isfinite(value) else 'non-finite on another process'
+            raise NonFiniteLoss('loss is {} at epoch {} step {}/{} (lr {:.3g}); stopped before the update, no '
+                                'checkpoint written from these weights; lower --lr or set --gd'
+                                .format(what, epoch, step, steps, lr))
 
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:

@@ -126,6 +126,15 @@ def test_resume_from_run_folder_matches_straight_run(chain):
         assert torch.allclose(v.float(), b['state_dict'][k].float(), atol=1e-6), k
 
 
+def test_evaluate_only(chain, capsys):
+    data, out, root = chain
+    capsys.readouterr()
+    argv = train_argv(data, str(root / 'eval'), extra=['--evaluate', '--resume', run_dir(out)])
+    assert train_main.main(argv) == 0
+    assert 'Testing Results: Prec@1' in capsys.readouterr().out
+    assert not os.path.exists(str(root / 'eval' / 'ckpt'))  # evaluation writes no checkpoint
+
+
 def test_finetune_to_fewer_classes(chain, capsys):
     data, out, root = chain
     two = os.path.join(data, 'two')
@@ -147,10 +156,17 @@ def test_finetune_to_fewer_classes(chain, capsys):
     assert list(ck['state_dict']['module.new_fc.weight'].shape)[0] == 2
 
 
+_SCORES = {}
+
+
 def _scores(data, weights, tmp, name, extra=()):
-    path = os.path.join(tmp, name + '.npz')
-    assert test_models.main(eval_argv(data, weights, list(extra) + ['--save_scores', path])) == 0
-    return np.load(path)
+    """test_models --save_scores result (cached: the same evaluation is run once per session)."""
+    key = (data, tuple(weights), tuple(extra))
+    if key not in _SCORES:
+        path = os.path.join(tmp, name + '.npz')
+        assert test_models.main(eval_argv(data, weights, list(extra) + ['--save_scores', path])) == 0
+        _SCORES[key] = dict(np.load(path))
+    return _SCORES[key]
 
 
 @pytest.mark.parametrize('crops', [1, 3, 10])
@@ -205,7 +221,7 @@ def test_ensemble_is_weighted_mean(chain):
     data, out, root = chain
     a = os.path.join(run_dir(out), 'ckpt.pth.tar')
     b = os.path.join(run_dir(str(root / 'resumed'), 1), 'ckpt.pth.tar')
-    sa = _scores(data, [a], str(root), 'ens_a')['scores']
+    sa = _scores(data, [a], str(root), 'crops1', ['--test_crops', '1'])['scores']
     sb = _scores(data, [b], str(root), 'ens_b')['scores']
     both = _scores(data, [a + ',' + b], str(root), 'ens', ['--coeff', '1', '3', '--test_segments', '4'])
     np.testing.assert_allclose(both['scores'], (sa + 3 * sb) / 2, rtol=1e-4, atol=1e-5)
