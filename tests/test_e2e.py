@@ -220,7 +220,11 @@ def test_dense_twice_softmax_json_csv(chain, capsys):
 def test_ensemble_is_weighted_mean(chain):
     data, out, root = chain
     a = os.path.join(run_dir(out), 'ckpt.pth.tar')
-    b = os.path.join(run_dir(str(root / 'resumed'), 1), 'ckpt.pth.tar')
+    from ops.checkpoint import save_checkpoint
+    other = load(a)
+    other['state_dict']['module.new_fc.weight'] += torch.randn_like(other['state_dict']['module.new_fc.weight'])
+    b = os.path.join(str(root), 'other.pth.tar')
+    save_checkpoint(other, b)
     sa = _scores(data, [a], str(root), 'crops1', ['--test_crops', '1'])['scores']
     sb = _scores(data, [b], str(root), 'ens_b')['scores']
     both = _scores(data, [a + ',' + b], str(root), 'ens', ['--coeff', '1', '3', '--test_segments', '4'])
