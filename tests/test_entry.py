@@ -130,3 +130,12 @@ def test_sigint_then_sigkill_then_resume_finishes(data, tmp_path):
     final = load_checkpoint(ckpt)
     assert final['epoch'] == 3
     assert all(torch.isfinite(v).all() for v in final['state_dict'].values() if v.is_floating_point())
+
+
+def test_bf16_amp_with_warmup_trains(data, tmp_path):
+    import csv
+    out = str(tmp_path)
+    assert train_main.main(train_argv(data, out, epochs=1, extra=['--amp', '--warmup', '0.5', '--no_channels_last'])) == 0
+    log_dir = os.path.join(out, 'log', os.path.basename(run_dir(out, 1)))
+    row = list(csv.DictReader(open(os.path.join(log_dir, 'log.csv'))))[0]
+    assert float(row['train_loss']) > 0 and float(row['lr']) == pytest.approx(0.02)
