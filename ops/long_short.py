@@ -24,7 +24,7 @@ ImageNet checkpoints fine-tune into it.  Because ``E``, ``W2`` and ``α`` start 
 a gradient on the first step; once they have moved the gradient reaches the layers before them
 (``α``/``E`` after step 1, ``W2``'s input ``W1`` after step 2).
 
-Every parameter lives in an ordinary ``nn.Conv2d``/``nn.Conv3d``/``nn.BatchNorm2d``/``nn.Linear``
+Every parameter lives in an ordinary ``nn.Conv2d``/``nn.BatchNorm2d``/``nn.Linear``
 so the optimizer policies treat them as weights/biases/BN.  ``α`` is held as the weight of a
 depthwise 1x1 ``nn.Conv2d`` but applied as a per-channel scale folded into the clip gate (one
 multiply instead of a conv over the whole map).
@@ -136,9 +136,9 @@ class LongTermBranch(nn.Module):
         width = channels // groups
         cap = max(1, n_segment // 2)
         self.dilations = tuple(min(2 ** g, cap) for g in range(groups))
+        # Depthwise (3, 1) kernels over (T, H·W): a 4-D weight, so model.to(channels_last) works.
         self.tconvs = nn.ModuleList(
-            nn.Conv3d(width, width, (3, 1, 1), padding=(d, 0, 0), dilation=(d, 1, 1),
-                      groups=width, bias=False)
+            nn.Conv2d(width, width, (3, 1), padding=(d, 0), dilation=(d, 1), groups=width, bias=False)
             for d in self.dilations)
         hidden = reduced_channels(channels, reduction)
         self.fc1 = nn.Linear(channels, hidden)
@@ -147,7 +147,7 @@ class LongTermBranch(nn.Module):
         with torch.no_grad():
             for conv in self.tconvs:
                 conv.weight.zero_()
-                conv.weight[:, :, 1] = 1.0
+                conv.weight[:, :, 1, 0] = 1.0
             self.fc2.weight.zero_()
             self.fc2.bias.zero_()
             self.alpha.weight.zero_()
@@ -155,10 +155,10 @@ class LongTermBranch(nn.Module):
     def _tconv(self, conv, x):
         """Depthwise temporal conv of x (N, T, Cg, H, W) with conv's kernel, zero padded.
 
-        Same result as ``conv`` on the (N, Cg, T, H, W) layout, without the two transposed copies.
+        Same result as ``conv`` on the (N, Cg, T, H·W) layout, without the two transposed copies.
         """
         d = conv.dilation[0]
-        w = conv.weight.view(1, 1, -1, 1, 1, 3)
+        w = conv.weight.view(1, 1, -1, 1, 1, 3)  # (Cg, 1, 3, 1) -> taps t-d, t, t+d
         out = x * w[..., 1]
         if d < x.shape[1]:  # out is a fresh tensor, so adding the side taps in place is safe
             out[:, d:].addcmul_(x[:, :-d], w[..., 0])

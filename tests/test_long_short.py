@@ -42,7 +42,7 @@ def _clip(n, T, c, size, dtype=torch.float32):
 
 
 def _reference_lsm(m, h):
-    """The issue's formulas written out directly (conv3d for TConv, tanh, concat)."""
+    """The issue's formulas written out directly (a real conv for TConv, tanh, concat)."""
     T = m.n_segment
     n = h.shape[0] // T
     out = h
@@ -67,7 +67,8 @@ def _reference_lsm(m, h):
         x = h.view(n, T, *h.shape[1:]).transpose(1, 2)  # (N, C, T, H, W)
         us, prev = [], None
         for conv, hg in zip(lb.tconvs, x.chunk(lb.groups, dim=1)):
-            prev = conv(hg if prev is None else hg + prev)
+            xg = hg if prev is None else hg + prev
+            prev = conv(xg.flatten(3)).view_as(xg)  # temporal conv on (N, Cg, T, H·W)
             us.append(prev)
         u = torch.cat(us, 1).transpose(1, 2).reshape_as(h)
         gamma = 2 * torch.sigmoid(lb.fc2(F.relu(lb.fc1(x.mean(dim=(2, 3, 4))))))
@@ -217,6 +218,18 @@ def test_shift_place_block_and_temporal_pool():
     assert [m.n_segment for m in _lsm_modules(model)] == [4, 4] + [2] * 6
     with torch.no_grad():
         assert model(torch.randn(2, 12, SIZE, SIZE)).shape == (2, 5)
+
+
+def test_channels_last_and_bf16_autocast():
+    model = _model('resnet18', 3)
+    for m in _lsm_modules(model):
+        nn.init.constant_(m.long.alpha.weight, 0.5)
+    model.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 9, SIZE, SIZE)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = model(x)
+    out.float().sum().backward()
+    assert torch.isfinite(out.float()).all()
 
 
 def test_user_errors():
