@@ -8,8 +8,8 @@ accuracy inside each temporal pair (the pair's two scores compared, where chance
 
     python tools/ablation.py --out ablation --epochs 10 --jobs 2 --threads 1
 
-Finished runs are reused (a run whose evaluation JSON exists is not trained again) unless
-``--force``; ``--models`` picks a subset.  Results: ``OUT/<model>.json`` / ``.npz`` (test_models
+Finished runs are reused unless ``--force``: a run whose evaluation JSON exists is skipped, and a
+run whose checkpoint already holds the last epoch is only evaluated.  ``--models`` picks a subset.  Results: ``OUT/<model>.json`` / ``.npz`` (test_models
 outputs), ``OUT/<model>.train.log``, ``OUT/table.md`` and ``OUT/summary.json``.
 """
 import argparse
@@ -106,36 +106,62 @@ def _launch(cmd, log_path, threads):
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log
 
 
+def trained(args, root, model):
+    """True when the run's checkpoint holds its last epoch (training finished earlier)."""
+    path = checkpoint_path(args, root, model)
+    if args.force or not os.path.exists(path):
+        return False
+    from ops.checkpoint import load_checkpoint
+    return int(load_checkpoint(path).get('epoch', 0)) >= args.epochs
+
+
 def run_all(args, root, models):
-    """Train then evaluate each model, ``args.jobs`` at a time; returns {model: seconds}."""
+    """Train (unless finished) then evaluate each model, ``args.jobs`` at a time.
+
+    Returns {model: training seconds} for the runs trained now.
+    """
     out = os.path.abspath(args.out)
     pending = list(models)
     running = {}
     took = {}
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            model = pending.pop(0)
-            log_path = os.path.join(out, model + '.train.log')
-            cmd = [sys.executable, 'main.py'] + train_argv(args, root, model)
-            running[model] = ('train', time.time()) + _launch(cmd, log_path, args.threads)
-            print('[ablation] training {} (log {})'.format(model, log_path), flush=True)
-        time.sleep(2)
-        for model, (stage, start, proc, log) in list(running.items()):
-            if proc.poll() is None:
-                continue
+
+    def evaluate(model, start):
+        cmd = [sys.executable, 'test_models.py'] + test_argv(args, root, model)
+        running[model] = ('test', start) + _launch(cmd, os.path.join(out, model + '.test.log'), args.threads)
+
+    try:
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                model = pending.pop(0)
+                if trained(args, root, model):
+                    print('[ablation] {} already trained, evaluating'.format(model), flush=True)
+                    evaluate(model, time.time())
+                    continue
+                log_path = os.path.join(out, model + '.train.log')
+                cmd = [sys.executable, 'main.py'] + train_argv(args, root, model)
+                running[model] = ('train', time.time()) + _launch(cmd, log_path, args.threads)
+                print('[ablation] training {} (log {})'.format(model, log_path), flush=True)
+            time.sleep(2)
+            for model, (stage, start, proc, log) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                if proc.returncode != 0:
+                    del running[model]
+                    raise RuntimeError('{} of {} failed (exit {}); see {}'.format(
+                        stage, model, proc.returncode, log.name))
+                if stage == 'train':
+                    took[model] = time.time() - start
+                    evaluate(model, start)
+                    print('[ablation] {} trained in {:.0f} s, evaluating'.format(model, took[model]), flush=True)
+                else:
+                    del running[model]
+                    print('[ablation] {} done'.format(model), flush=True)
+    finally:
+        for stage, start, proc, log in running.values():  # only after a failure: stop our own runs
+            proc.terminate()
+            proc.wait()
             log.close()
-            if proc.returncode != 0:
-                raise RuntimeError('{} of {} failed (exit {}); see {}'.format(
-                    stage, model, proc.returncode, log.name))
-            if stage == 'train':
-                took[model] = time.time() - start
-                cmd = [sys.executable, 'test_models.py'] + test_argv(args, root, model)
-                running[model] = ('test', start) + _launch(cmd, os.path.join(out, model + '.test.log'),
-                                                           args.threads)
-                print('[ablation] {} trained in {:.0f} s, evaluating'.format(model, took[model]), flush=True)
-            else:
-                del running[model]
-                print('[ablation] {} done'.format(model), flush=True)
     return took
 
 
