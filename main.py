@@ -145,7 +145,8 @@ def build_loaders(args, cfg, model, seed, world):
     from ops.engine import EpochSeededDataset, ShardSampler
     from ops.transforms import build_transform
     common = dict(modality=args.modality, new_length=model.new_length, crop_size=model.crop_size,
-                  scale_size=model.scale_size, mean=model.input_mean, std=model.input_std)
+                  scale_size=model.scale_size, mean=model.input_mean, std=model.input_std,
+                  normalize=False)  # uint8 batches, normalised on the device (engine.prepare_clips)
     train_tf = build_transform('train', augmentation=model.get_augmentation(flip=cfg.flip), **common)
     val_tf = build_transform('val', **common)
     train_set = TSNDataSet(cfg.root_path, cfg.train_list, num_segments=args.num_segments,
@@ -266,7 +267,8 @@ def run(args):
 
     train_loader, val_loader = build_loaders(args, cfg, model, seed, world)
     criterion = torch.nn.CrossEntropyLoss().to(device)
-    loop_kw = dict(device=device, world=world, amp=args.amp, channels_last=args.channels_last)
+    loop_kw = dict(device=device, world=world, amp=args.amp, channels_last=args.channels_last,
+                   norm=(model.input_mean, model.input_std))
 
     if args.evaluate:
         res = validate(net, val_loader, criterion, **loop_kw)

@@ -99,7 +99,8 @@ def build_loader(model, dcfg, segments, test_list, args):
     tf = build_transform('test', modality=model.modality, new_length=model.new_length,
                          crop_size=model.crop_size, scale_size=model.scale_size,
                          mean=model.input_mean, std=model.input_std,
-                         test_crops=args.test_crops, full_res=args.full_res)
+                         test_crops=args.test_crops, full_res=args.full_res,
+                         normalize=False)  # uint8 batches, normalised on the device
     dataset = TSNDataSet(dcfg.root_path, dcfg.val_list, num_segments=segments,
                          new_length=model.new_length, modality=model.modality, image_tmpl=dcfg.image_tmpl,
                          transform=tf, random_shift=False, test_mode=True,
@@ -222,6 +223,7 @@ def write_outputs(args, res, scores, labels, names, categories):
 
 def run(args):
     from tqdm import tqdm
+    from ops.engine import prepare_clips
     from ops.utils import select_device
 
     weights = split_values(args.weights)
@@ -259,7 +261,8 @@ def run(args):
             if label is not None and not torch.equal(label, target):
                 raise LSNetError('ensemble members disagree on the labels of the same videos')
             label = target
-            s = video_scores(model, clips.to(device), segments, num_clips)
+            s = video_scores(model, prepare_clips(clips, device, norm=(model.input_mean, model.input_std)),
+                             segments, num_clips)
             if args.softmax:
                 s = torch.softmax(s, dim=1)
             total = s * coeff if total is None else total + s * coeff

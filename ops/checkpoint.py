@@ -208,6 +208,10 @@ def save_checkpoint(state, path):
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600; give the checkpoint the permissions a plain open() would
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

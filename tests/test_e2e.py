@@ -5,7 +5,6 @@ match the straight run exactly); fine-tune to fewer classes; evaluate with 1/3/1
 twice sampling, an ensemble, and an official-style TSN file scored frame by frame.
 """
 import csv
-import importlib.util
 import json
 import os
 
@@ -19,15 +18,7 @@ import main as train_main
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _load_entry(name):
-    # tests/test_models.py shadows the repo's test_models.py on sys.path: load the file itself
-    spec = importlib.util.spec_from_file_location('lsnet_' + name, os.path.join(ROOT, name + '.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-test_models = _load_entry('test_models')
+import test_models  # noqa: E402  (the repo's entry point, not a test module)
 
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (128, 128, 128)]
 NAMES = ['red', 'green', 'blue', 'grey']
