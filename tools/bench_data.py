@@ -4,7 +4,9 @@ Runs, in one process and interleaved round by round (order alternating), two Dat
 same ``--workers`` over the same list and sampling mode:
 
 * pipeline: ``TSNDataSet`` + ``build_transform`` (train: multi-scale crop + flip; val: short side
-  → 256 + centre crop 224; then stack, float, normalise) — what training/validation reads;
+  → 256 + centre crop 224; then stack) handing uint8 batches over, each batch then normalised to
+  float32 in the main process (``ops.engine.prepare_clips``) — exactly what main.py and
+  test_models.py do; ``--normalize_in_workers`` normalises inside the dataset instead;
 * decode: the same videos and the same sampling code, but each sampled frame is only opened and
   decoded at full size with PIL (``Image.open(path).convert('RGB')``): the floor any pipeline pays.
 
@@ -29,6 +31,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops.dataset import TSNDataSet, segment_frame_numbers  # noqa: E402
+from ops.engine import prepare_clips  # noqa: E402
 from ops.errors import LSNetError  # noqa: E402
 from ops.transforms import RGB_MEAN, RGB_STD, build_transform  # noqa: E402
 
@@ -82,7 +85,11 @@ def timed_epoch(loader):
     start = time.perf_counter()
     clips = 0
     for batch in loader:
-        clips += len(batch[1]) if isinstance(batch, (list, tuple)) else len(batch)
+        if isinstance(batch, (list, tuple)):
+            prepare_clips(batch[0], 'cpu', norm=(RGB_MEAN, RGB_STD))
+            clips += len(batch[1])
+        else:
+            clips += len(batch)
     return clips, time.perf_counter() - start
 
 
@@ -99,8 +106,8 @@ def main(argv=None):
     p.add_argument('--input_size', type=int, default=224)
     p.add_argument('--generate', action='store_true',
                    help='write 340x256 JPEG frames and the list if --root_path does not exist')
-    p.add_argument('--uint8', action='store_true',
-                   help='transform without normalising (uint8 out; the model side normalises)')
+    p.add_argument('--normalize_in_workers', action='store_true',
+                   help='normalise to float32 inside the dataset (the loaders then move 4x more bytes)')
     p.add_argument('--videos', type=int, default=32)
     p.add_argument('--frames', type=int, default=48)
     args = p.parse_args(argv)
@@ -116,7 +123,7 @@ def main(argv=None):
         scale = args.input_size * 256 // 224
         transform = build_transform(args.mode, modality='RGB', new_length=1,
                                     crop_size=args.input_size, scale_size=scale,
-                                    mean=RGB_MEAN, std=RGB_STD, normalize=not args.uint8)
+                                    mean=RGB_MEAN, std=RGB_STD, normalize=args.normalize_in_workers)
         dataset = TSNDataSet(args.root_path, args.list, num_segments=args.num_segments,
                              image_tmpl=args.image_tmpl, transform=transform,
                              random_shift=(args.mode == 'train'))
@@ -144,7 +151,7 @@ def main(argv=None):
     print('mode={} workers={} segments={} input={} videos={} output={}: pipeline/decode time ratio'
           ' {:.3f} (target <= 1.25)'.format(args.mode, args.workers, args.num_segments,
                                             args.input_size, len(dataset),
-                                            'uint8' if args.uint8 else 'float32', dec / pipe))
+                                            'float32 in workers' if args.normalize_in_workers else 'uint8', dec / pipe))
     print('pipeline_clips_per_s={:.1f} decode_clips_per_s={:.1f}'.format(pipe, dec))
     return 0
 
