@@ -117,7 +117,7 @@ def build_train_parser():
     m.add_argument('--lsm_reduction', type=int, default=16)
     m.add_argument('--lsm_groups', type=int, default=4)
     m.add_argument('--lsm_branches', type=str, nargs='+', default=['short', 'long'],
-                   choices=['short', 'long'])
+                   help='branches to use, space or comma separated: short, long (default: both)')
     return p
 
 

@@ -15,6 +15,7 @@ from torch.nn.modules.conv import _ConvNd
 from archs.backbones import build_backbone
 from ops.basic_ops import ConsensusModule
 from ops.errors import LSNetError
+from ops.long_short import normalize_branches
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class TSN(nn.Module):
             is_shift=is_shift, shift_div=shift_div, shift_place=shift_place, fc_lr5=fc_lr5,
             temporal_pool=temporal_pool, non_local=non_local, input_size=input_size,
             shift_mode=shift_mode, lsm=lsm, lsm_reduction=lsm_reduction, lsm_groups=lsm_groups,
-            lsm_branches=list(lsm_branches))
+            lsm_branches=list(normalize_branches(lsm_branches)) if lsm else list(lsm_branches))
         self.num_class = num_class
         self.num_segments = num_segments
         self.modality = modality
@@ -296,8 +297,6 @@ def build_model_from_config(cfg, **overrides):
     if unknown:
         log.warning('ignoring unknown model config keys: %s', ', '.join(unknown))
     kwargs = {k: v for k, v in kwargs.items() if k in known}
-    if 'lsm_branches' in kwargs and kwargs['lsm_branches'] is not None:
-        kwargs['lsm_branches'] = tuple(kwargs['lsm_branches'])
     for required in ('num_class', 'num_segments'):
         if required not in kwargs:
             raise LSNetError('model config lacks {!r}'.format(required))
