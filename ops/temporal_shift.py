@@ -40,11 +40,10 @@ def shift_slicing(x, n_segment, fold_div=8):
     return out.view(nt, c, h, w)
 
 
-_NUMPY_DTYPES = (torch.float32, torch.float64, torch.float16, torch.int64, torch.int32, torch.uint8)
 
 
 def _slice_copies(src, dst, fold, direction):
-    """Fill ``dst`` (N, T, C, ...) from ``src``: each element written once (numpy arrays or tensors)."""
+    """Fill ``dst`` (N, T, C, ...) from ``src``: each element written once."""
     if fold > 0:
         a, b = slice(0, fold), slice(fold, 2 * fold)
         first, second = (a, b) if direction > 0 else (b, a)
@@ -61,19 +60,10 @@ def _shift_into(x5, fold, direction):
     """Shift a ``(N, T, C, H, W)`` tensor into a fresh tensor, each element written once.
 
     ``direction=+1`` is the forward shift (first fold takes t+1, second fold takes t-1);
-    ``direction=-1`` the opposite one (used for gradients). On CPU the slice copies run through
-    numpy views of the same memory: plain single-threaded memcpy loops, which avoid a thread-pool
-    fork/join per slice (five per shift) and so stay as fast as one ``clone()`` even on a busy
-    machine. Other devices and dtypes, and tracing (``torch.export``/``torch.compile``), use the same
-    copies as torch ops.
+    ``direction=-1`` the opposite one (used for gradients).
     """
     out = torch.empty_like(x5)
-    if (type(x5) is torch.Tensor and type(out) is torch.Tensor  # not fake/functional (tracing)
-            and x5.device.type == 'cpu' and x5.dtype in _NUMPY_DTYPES
-            and not x5.is_conj() and not x5.is_neg() and not torch.compiler.is_compiling()):
-        _slice_copies(x5.detach().numpy(), out.numpy(), fold, direction)
-    else:
-        _slice_copies(x5, out, fold, direction)
+    _slice_copies(x5, out, fold, direction)
     return out
 
 

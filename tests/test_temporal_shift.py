@@ -32,7 +32,7 @@ def test_fast_shift_bit_exact_forward_backward(n, t, c, div):
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float64])
 def test_fast_shift_other_dtypes(dtype):
-    """bfloat16 takes the torch-op path (numpy has no bfloat16), float64 the numpy path."""
+    """Other dtypes (bfloat16, float64) shift exactly like float32."""
     xa, xb = _pair(2, 4, 12, dtype=dtype)
     ya, yb = temporal_shift(xa, 4, 4), shift_slicing(xb, 4, 4)
     assert ya.dtype == dtype and torch.equal(ya, yb)
@@ -173,7 +173,7 @@ def test_non_local_starts_as_identity_and_wraps_every_second_block():
 
 @pytest.mark.parametrize('mode', ['fast', 'lean'])
 def test_shift_traces_with_torch_export(mode):
-    """Tracing uses the torch-op copies (the numpy fast path needs real tensors)."""
+    """The shift traces under torch.export with the same values."""
     net = nn.Sequential(TemporalShift(nn.Conv2d(8, 4, 1), n_segment=2, n_div=4, mode=mode), nn.ReLU()).eval()
     x = torch.randn(4, 8, 3, 3)
     program = torch.export.export(net, (x,))
