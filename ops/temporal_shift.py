@@ -5,14 +5,18 @@ With ``fold = C // n_div``: channels ``[0, fold)`` take the value of frame ``t+1
 channels ``[fold, 2*fold)`` that of frame ``t-1`` ("shift right"), the rest stay; a frame with
 nothing to take gets zeros.
 
-Three implementations with bit-identical results:
+Four implementations with bit-identical results:
 - :func:`shift_slicing` — the plain formula (zeros, then slice copies); reference for tests.
 - :class:`ShiftFunction` (mode ``'fast'``) — writes each output element exactly once, backward is
   the opposite shift.
 - :class:`ShiftConv2dFunction` (mode ``'lean'``) — shift fused with the wrapped ``conv1`` of a
   residual branch; only the *unshifted* input is kept for backward and the shift is recomputed
   there, so TSM keeps no more activations alive than TSN.
+- :func:`shifted_in_place` (used by :class:`TemporalShift` whenever no graph is recorded, i.e. at
+  inference) — shifts the input tensor itself for the duration of the wrapped module's call and
+  restores it afterwards, so no full-size shifted copy is allocated.
 """
+import contextlib
 import logging
 
 import torch
@@ -143,6 +147,33 @@ class ShiftConv2dFunction(torch.autograd.Function):
                 None, None, None, None, None, None)
 
 
+@contextlib.contextmanager
+def shifted_in_place(x, n_segment, fold):
+    """Temporarily shift ``x`` (N*T, C, H, W) in place; restore it bit for bit on exit.
+
+    Only the ``2*fold`` moving channels are copied aside (a quarter of the tensor for n_div 8),
+    instead of allocating and writing a whole shifted tensor. Only valid when nothing records a
+    graph (the input's version changes twice) and nobody else reads ``x`` meanwhile.
+    """
+    nt, c, h, w = x.shape
+    x5 = x.view(nt // n_segment, n_segment, c, h, w)
+    moving = x5[:, :, :2 * fold].clone()
+    _slice_copies(moving, x5[:, :, :2 * fold], fold, 1)
+    try:
+        yield x
+    finally:
+        x5[:, :, :2 * fold] = moving
+
+
+def _in_place_applicable(x):
+    """No autograd graph, no tracer, and a dense layout whose (N, T) view shares memory with ``x``."""
+    if torch.is_grad_enabled() or x.requires_grad:
+        return False
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return False
+    return x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+
+
 def _lean_applicable(conv):
     return (isinstance(conv, nn.Conv2d) and type(conv).forward is nn.Conv2d.forward
             and conv.padding_mode == 'zeros' and not isinstance(conv.padding, str))
@@ -152,7 +183,8 @@ class TemporalShift(nn.Module):
     """Shift ``(N*T, C, H, W)`` along time, then run the wrapped ``net`` (kept as ``.net``).
 
     ``mode='lean'`` fuses the shift with ``net`` when ``net`` is a plain ``nn.Conv2d`` and a graph
-    is being recorded; otherwise it behaves as ``'fast'``. Both give the same numbers.
+    is being recorded; otherwise it behaves as ``'fast'``. When no graph is recorded (inference),
+    both shift the input in place around the call to ``net`` and restore it. All give the same numbers.
     """
 
     def __init__(self, net, n_segment=3, n_div=8, mode='fast'):
@@ -170,6 +202,9 @@ class TemporalShift(nn.Module):
     def forward(self, x):
         _check_shape(x, self.n_segment)
         fold = x.size(1) // self.fold_div
+        if fold > 0 and _in_place_applicable(x):
+            with shifted_in_place(x, self.n_segment, fold):
+                return self.net(x)
         if (self.mode == 'lean' and torch.is_grad_enabled() and _lean_applicable(self.net)):
             conv = self.net
             return ShiftConv2dFunction.apply(x, conv.weight, conv.bias, self.n_segment, fold,

@@ -90,6 +90,48 @@ def test_lean_mode_without_grad_and_fast_mode_give_same_output():
     assert torch.equal(a, b)
 
 
+def _record_block_inputs(net):
+    """Hook every TemporalShift: keep a copy of its input taken before the call."""
+    seen = []
+    for m in net.modules():
+        if isinstance(m, TemporalShift):
+            m.register_forward_pre_hook(lambda mod, args: seen.append((args[0], args[0].clone())))
+    return seen
+
+
+@pytest.mark.parametrize('arch,place,channels_last,t', [
+    ('resnet18', 'blockres', False, 4), ('resnet18', 'block', True, 4),
+    ('resnet18', 'blockres', True, 1), ('mobilenetv2', 'blockres', False, 3)])
+def test_inference_in_place_shift_is_exact_and_restores_input(arch, place, channels_last, t):
+    """Without a graph the shift runs in place on the block input and puts it back bit for bit."""
+    net = MobileNetV2() if arch == 'mobilenetv2' else torchvision.models.resnet18()
+    make_temporal_shift(net, t, 8, place)
+    net.eval()
+    x = torch.randn(2 * t, 3, 32, 32)
+    if channels_last:
+        net, x = net.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+    expected = net(x)  # grad mode: the out-of-place fast shift
+    seen = _record_block_inputs(net)
+    with torch.inference_mode():
+        got = net(x)
+    assert torch.equal(got, expected)
+    assert seen and all(torch.equal(inp, before) for inp, before in seen)
+    with torch.no_grad():
+        assert torch.equal(net(x), expected)
+
+
+def test_in_place_shift_only_without_graph():
+    """While recording a graph the input is never written (its version stays put)."""
+    x = torch.randn(8, 16, 4, 4)
+    shift = TemporalShift(nn.Conv2d(16, 8, 1), 4, 8)
+    version = x._version
+    shift(x).sum().backward()
+    assert x._version == version
+    with torch.no_grad():
+        shift(x)
+    assert x._version > version
+
+
 @pytest.fixture
 def one_thread():
     """Thousands of tiny convolutions: a thread pool only adds fork/join waits on a busy machine."""
