@@ -185,13 +185,20 @@ def prepare_clips(x, device, channels_last=False, norm=None):
     """Move a batch of clips to ``device``; uint8 clips are normalised there with ``norm = (mean, std)``.
 
     Loaders hand over uint8 clips (4x fewer bytes through worker processes than float32) and the
-    division by 255 and mean/std normalisation happen once per batch, on the device.
+    division by 255 and mean/std normalisation happen once per batch, on the device.  On the CPU
+    the process first calls ``ops.video_io.keep_freed_memory`` so that every batch's float32
+    output (38 MB for 8 clips of 8×224²) reuses the previous batch's freed memory instead of
+    fresh pages: with DataLoader workers, the main process otherwise paid about 4 ms of page
+    faults per clip here, more than decoding the clip.
     """
     x = x.to(device, non_blocking=True)
     if x.dtype == torch.uint8:
         if norm is None:
             raise ValueError('uint8 clips need norm=(mean, std)')
         from ops.transforms import normalize_clip
+        if x.device.type == 'cpu':
+            from ops.video_io import keep_freed_memory
+            keep_freed_memory()
         x = normalize_clip(x, *norm)
     if channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
