@@ -75,19 +75,20 @@ def draft_scale(image_w, image_h, min_short_side):
 
 
 def _decode_pil(path, data, gray, scale):
-    """One frame (its file bytes) with PIL, ``scale`` times smaller via ``draft`` → uint8 ``(C, H, W)``."""
+    """One frame (its file bytes) with PIL, ``scale`` times smaller via ``draft`` → uint8 ``(H, W, C)``.
+
+    The array is PIL's read-only export of the pixels (one copy); the caller stacks the frames.
+    """
+    mode = 'L' if gray else 'RGB'
     try:
         with Image.open(io.BytesIO(data)) as img:
             if scale > 1:
                 w, h = img.size
-                img.draft('L' if gray else 'RGB', ((w + scale - 1) // scale, (h + scale - 1) // scale))
-            img = img.convert('L' if gray else 'RGB')
+                img.draft(mode, ((w + scale - 1) // scale, (h + scale - 1) // scale))
+            arr = np.asarray(img if img.mode == mode else img.convert(mode))
     except (OSError, SyntaxError, ValueError) as e:
         raise LSNetError('unreadable frame {}: {}'.format(path, e)) from None
-    arr = np.asarray(img)
-    if gray:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    return arr[:, :, None] if gray else arr
 
 
 def _decode_jpegs(paths, datas, gray):
@@ -153,17 +154,19 @@ def read_frames(paths, gray=False, min_short_side=None):
     size = jpeg_size(datas[0])
     scale = draft_scale(*size, min_short_side) if size and min_short_side else 1
     if size and scale == 1 and decode_jpeg is not None:
-        decoded = _decode_jpegs(unique, datas, gray)
+        decoded = [f.permute(1, 2, 0) for f in _decode_jpegs(unique, datas, gray)]  # (H, W, C) views
     else:
-        decoded = [_decode_pil(p, d, gray, scale) for p, d in zip(unique, datas)]
-    by_path = dict(zip(unique, decoded))
-    frames = [by_path[p] for p in paths]
+        decoded = [_decode_pil(p, d, gray, scale) for p, d in zip(unique, datas)]  # (H, W, C) arrays
     shapes = {tuple(f.shape) for f in decoded}
     if len(shapes) > 1:
         raise LSNetError('frames of different sizes {} in {}'.format(
-            sorted(shapes), os.path.dirname(paths[0])))
+            sorted((w, h) for h, w, _ in shapes), os.path.dirname(paths[0])))
+    by_path = dict(zip(unique, decoded))
+    frames = [by_path[p] for p in paths]
     # Stack in channels-last memory (how decoders return pixels) and hand out a (F, C, H, W) view.
-    return torch.stack([f.permute(1, 2, 0) for f in frames]).permute(0, 3, 1, 2)
+    if isinstance(frames[0], np.ndarray):
+        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
+    return torch.stack(frames).permute(0, 3, 1, 2)
 
 
 def _open_video(path):
