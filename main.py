@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ops.errors import LSNetError
+from ops.errors import LSNetError, user_message
 from opts import build_train_parser
 
 log = logging.getLogger('main')
@@ -37,6 +37,15 @@ def check_flags(args):
                              ('--input_size', args.input_size, 16), ('--workers', args.workers, 0)):
         if value < low:
             raise LSNetError('{} must be at least {} (got {})'.format(flag, low, value))
+    if args.shift and args.shift_div < 2:
+        raise LSNetError('--shift_div must be at least 2 (got {}): 1/shift_div of the channels move each way'
+                         .format(args.shift_div))
+    if not 0 <= args.dropout < 1:
+        raise LSNetError('--dropout must lie in [0, 1) (got {})'.format(args.dropout))
+    if args.momentum < 0:
+        raise LSNetError('--momentum must be >= 0 (got {})'.format(args.momentum))
+    if args.weight_decay < 0:
+        raise LSNetError('--wd must be >= 0 (got {})'.format(args.weight_decay))
     if args.lr <= 0:
         raise LSNetError('--lr must be positive (got {})'.format(args.lr))
     if args.warmup < 0:
@@ -113,14 +122,21 @@ def unwrap(model):
     return model.module if hasattr(model, 'module') else model
 
 
-def build_model(args, num_class):
+def same_dataset(ckpt, path, dataset):
+    """Was the ``--tune_from`` checkpoint trained on ``dataset``? Ours say so; official names carry it."""
+    stored = ckpt.get('dataset') if isinstance(ckpt, dict) else None
+    if stored:
+        return stored == dataset
+    return dataset in os.path.basename(path)
+
+
+def build_model(args, num_class, fc_lr5=True):
     from ops.models import TSN
-    tune = args.tune_from
     return TSN(num_class, args.num_segments, args.modality,
                base_model=args.arch, consensus_type=args.consensus_type, dropout=args.dropout,
                partial_bn=not args.no_partialbn, pretrain=args.pretrain,
                is_shift=args.shift, shift_div=args.shift_div, shift_place=args.shift_place,
-               fc_lr5=not (tune and args.dataset in os.path.basename(tune)),
+               fc_lr5=fc_lr5,
                temporal_pool=args.temporal_pool, non_local=args.non_local,
                input_size=args.input_size, shift_mode=args.shift_mode,
                lsm=args.lsm, lsm_reduction=args.lsm_reduction, lsm_groups=args.lsm_groups,
@@ -142,6 +158,7 @@ def check_resume_config(ckpt, model, path):
 
 def build_loaders(args, cfg, model, seed, world):
     from ops.dataset import TSNDataSet
+    from ops.dataset_config import check_labels
     from ops.engine import EpochSeededDataset, ShardSampler
     from ops.transforms import build_transform
     common = dict(modality=args.modality, new_length=model.new_length, crop_size=model.crop_size,
@@ -155,6 +172,8 @@ def build_loaders(args, cfg, model, seed, world):
     val_set = TSNDataSet(cfg.root_path, cfg.val_list, num_segments=args.num_segments,
                          new_length=model.new_length, modality=args.modality, image_tmpl=cfg.image_tmpl,
                          transform=val_tf, random_shift=False, dense_sample=args.dense_sample)
+    check_labels(train_set.video_list, cfg.num_class, cfg.train_list)
+    check_labels(val_set.video_list, cfg.num_class, cfg.val_list)
     if args.batch_size % world.size:
         raise LSNetError('--batch-size {} is not divisible by the {} processes'.format(args.batch_size, world.size))
     per_proc = args.batch_size // world.size
@@ -221,12 +240,16 @@ def run(args):
     model_dir = os.path.join(args.root_model, args.store_name)
     log.info('storing name: %s', args.store_name)
 
-    model = build_model(args, cfg.num_class)
-    if args.tune_from:
-        report = load_weights(model, load_checkpoint(args.tune_from), finetune=True, source=args.tune_from)
+    tune_ckpt = load_checkpoint(args.tune_from) if args.tune_from else None
+    # as the reference: the classifier of another dataset is dropped and the new one trains at lr x5/x10
+    tune_same = tune_ckpt is not None and same_dataset(tune_ckpt, args.tune_from, args.dataset)
+    model = build_model(args, cfg.num_class, fc_lr5=not tune_same)
+    if tune_ckpt is not None:
+        report = load_weights(model, tune_ckpt, finetune=True, source=args.tune_from,
+                              drop_classifier=not tune_same)
         log.info('=> fine-tuning from %s: %s', args.tune_from, report.summary())
         if report.dropped:
-            log.info('=> dropped (shape differs): %s', ', '.join(report.dropped))
+            log.info('=> dropped (another dataset or shape): %s', ', '.join(report.dropped))
         if report.missing:
             log.info('=> not in checkpoint (kept as initialised): %s', ', '.join(report.missing))
         if report.unexpected:
@@ -249,7 +272,12 @@ def run(args):
 
     start_epoch, best_prec1 = args.start_epoch, 0.0
     if resume_ckpt is not None:
-        optimizer.load_state_dict(resume_ckpt['optimizer'])
+        try:
+            optimizer.load_state_dict(resume_ckpt['optimizer'])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LSNetError('--resume {}: its optimizer state does not match these parameter groups ({}); '
+                             'resume with the same --npb / --tune_from / --lsm flags as the run that wrote it, '
+                             'or fine-tune from it with --tune_from'.format(resume_path, str(exc).splitlines()[0])) from None
         if resume_ckpt.get('scheduler'):
             schedule.load_state_dict(resume_ckpt['scheduler'])
         if scaler is not None and resume_ckpt.get('scaler'):
@@ -352,7 +380,7 @@ def main(argv=None):
     try:
         return run(args)
     except LSNetError as e:
-        print('error: {}'.format(e), file=sys.stderr)
+        print('error: {}'.format(user_message(e)), file=sys.stderr)
         return 2
     finally:
         undo_logging()

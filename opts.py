@@ -92,11 +92,7 @@ def build_train_parser():
     g.add_argument('--amp', default=False, action='store_true',
                    help='mixed precision: bf16 autocast on CPU, fp16 + GradScaler on CUDA (on CPU a win '
                         'for large inputs on CPUs with native bf16 only; see tools/bench_train.py)')
-    g.add_argument('--channels_last', dest='channels_last', default=True, action='store_true',
-                   help='channels_last memory format (default on: about 1.4x faster CPU training, '
-                        'same numbers; see tools/bench_train.py)')
-    g.add_argument('--no_channels_last', dest='channels_last', action='store_false',
-                   help='keep the plain NCHW memory format')
+    _add_memory_format_flags(g)
     g.add_argument('--seed', type=int, default=None,
                    help='seed of sampling, augmentation and initialisation (default: drawn, then saved)')
     g.add_argument('--warmup', type=float, default=0.0, metavar='EPOCHS',
@@ -119,6 +115,14 @@ def build_train_parser():
     m.add_argument('--lsm_branches', type=str, nargs='+', default=['short', 'long'],
                    help='branches to use, space or comma separated: short, long (default: both)')
     return p
+
+
+def _add_memory_format_flags(g):
+    g.add_argument('--channels_last', dest='channels_last', default=True, action='store_true',
+                   help='channels_last memory format (default on: about 1.4x faster CPU training, '
+                        'same numbers; see tools/bench_train.py)')
+    g.add_argument('--no_channels_last', dest='channels_last', action='store_false',
+                   help='keep the plain NCHW memory format')
 
 
 def build_test_parser():
@@ -156,6 +160,7 @@ def build_test_parser():
 
     g = p.add_argument_group('LSNet additions')
     _add_device_flags(g)
+    _add_memory_format_flags(g)
     g.add_argument('--root_path', type=str, default='')
     _add_dataset_flags(g)
     g.add_argument('--save_scores', type=str, default=None, metavar='FILE.npz',

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from ops.errors import LSNetError
+from ops.errors import LSNetError, user_message
 from opts import build_test_parser
 
 log = logging.getLogger('test_models')
@@ -89,12 +89,14 @@ def load_model(path, n_segments, test_list, args, device):
     log.info('=> %s: %s from %s, %d segments, shift %s, %s', path, model.base_model_name, source, segments,
              '{}/{}'.format(model.shift_div, model.shift_place) if model.is_shift else 'off', report.summary())
     model.to(device).eval()
-    model.to(memory_format=torch.channels_last)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
     return model, dcfg, segments
 
 
-def build_loader(model, dcfg, segments, test_list, args):
+def build_loader(model, dcfg, segments, test_list, args, remove_missing):
     from ops.dataset import TSNDataSet
+    from ops.dataset_config import check_labels
     from ops.transforms import build_transform
     tf = build_transform('test', modality=model.modality, new_length=model.new_length,
                          crop_size=model.crop_size, scale_size=model.scale_size,
@@ -103,8 +105,9 @@ def build_loader(model, dcfg, segments, test_list, args):
                          normalize=False)  # uint8 batches, normalised on the device
     dataset = TSNDataSet(dcfg.root_path, dcfg.val_list, num_segments=segments,
                          new_length=model.new_length, modality=model.modality, image_tmpl=dcfg.image_tmpl,
-                         transform=tf, random_shift=False, test_mode=True,
+                         transform=tf, random_shift=False, test_mode=True, remove_missing=remove_missing,
                          dense_sample=args.dense_sample, twice_sample=args.twice_sample)
+    check_labels(dataset.video_list, dcfg.num_class, dcfg.val_list)
     names = [r.path for r in dataset.video_list]
     if args.max_num > 0 and args.max_num < len(dataset):
         dataset = torch.utils.data.Subset(dataset, range(args.max_num))
@@ -196,6 +199,18 @@ def print_report(res, weights):
     print('Overall Prec@1 {:.02f}% Prec@5 {:.02f}%'.format(res['top1'], res['top5']))
 
 
+def check_output_paths(args):
+    """Fail before the evaluation, not after it, when an output file cannot be written."""
+    for flag, path in (('--csv_file', args.csv_file), ('--json_file', args.json_file),
+                       ('--save_scores', args.save_scores)):
+        if path:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder):
+                raise LSNetError('{} {}: folder {} does not exist'.format(flag, path, folder))
+            if os.path.isdir(path):
+                raise LSNetError('{} {}: is a folder'.format(flag, path))
+
+
 def write_outputs(args, res, scores, labels, names, categories):
     preds = scores.argmax(1)
     if args.csv_file:
@@ -236,13 +251,19 @@ def run(args):
     lists = per_weight([args.test_list] if args.test_list else None, n, '--test_list', str)
     if args.batch_size < 1:
         raise LSNetError('--batch_size must be at least 1')
+    if any(s is not None and s < 1 for s in segs):
+        raise LSNetError('--test_segments must be at least 1 (got {})'.format(' '.join(args.test_segments)))
+    if args.dense_sample and args.twice_sample:
+        raise LSNetError('--dense_sample and --twice_sample do not combine (dense testing already takes 10 clips)')
+    check_output_paths(args)
     device = select_device(args.device, args.gpus)
     num_clips = clips_per_video(args)
 
     models, loaders, names, dcfg = [], [], None, None
     for path, seg, test_list in zip(weights, segs, lists):
         model, this_cfg, segments = load_model(path, seg, test_list, args, device)
-        loader, this_names = build_loader(model, this_cfg, segments, test_list, args)
+        # as the reference: a single model skips videos too short to sample, an ensemble keeps all
+        loader, this_names = build_loader(model, this_cfg, segments, test_list, args, remove_missing=n == 1)
         if names is not None and len(this_names) != len(names):
             raise LSNetError('ensemble members see different test lists ({} vs {} videos)'
                              .format(len(names), len(this_names)))
@@ -287,7 +308,7 @@ def main(argv=None):
     try:
         return run(args)
     except LSNetError as e:
-        print('error: {}'.format(e), file=sys.stderr)
+        print('error: {}'.format(user_message(e)), file=sys.stderr)
         return 2
     finally:
         undo_logging()

@@ -37,6 +37,15 @@ def _numpy_scalar_globals():
     return allowed
 
 
+def _unpickler_detail(exc):
+    """The line after torch's 'WeightsUnpickler error:' (e.g. 'Unsupported operand 110')."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith('WeightsUnpickler error'):
+            return lines[i + 1]
+    return lines[0] if lines else type(exc).__name__
+
+
 def load_checkpoint(path):
     """Read a checkpoint with ``weights_only=True``; a bare state dict comes back as ``{'state_dict': sd}``."""
     if not os.path.exists(path):
@@ -47,10 +56,13 @@ def load_checkpoint(path):
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             obj = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = next((line.strip() for line in str(exc).splitlines() if 'GLOBAL' in line), str(exc).splitlines()[0])
+        detail = next((line.strip() for line in str(exc).splitlines() if 'GLOBAL' in line), None)
+        if detail is None:  # not a pickle of any kind
+            raise LSNetError('cannot read checkpoint {} (corrupt or not a torch file): {}'
+                             .format(path, _unpickler_detail(exc))) from None
         raise LSNetError('refusing to load {}: it holds objects outside the weights_only allow-list ({})'
                          .format(path, detail)) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # whatever a damaged or foreign file makes the unpickler raise
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LSNetError('cannot read checkpoint {} (corrupt or not a torch file): {}'.format(path, msg)) from None
     if not isinstance(obj, dict):
@@ -115,15 +127,18 @@ def _shape(t):
     return list(t.shape)
 
 
-def load_weights(model, ckpt_or_state_dict, finetune=False, source='<checkpoint>'):
+def load_weights(model, ckpt_or_state_dict, finetune=False, source='<checkpoint>', drop_classifier=False):
     """Load a checkpoint dict or state dict into ``model`` (a TSN, possibly DDP/DataParallel-wrapped).
 
     Handles the ``module.`` prefix, ``base_model.classifier.*`` → ``new_fc.*`` and the ``.net``
     segments that differ between TSN and TSM files. ``finetune=True`` drops ``new_fc.*`` when its
     shape differs (and the first conv when its input channels differ, e.g. RGB weights for a Flow
     model, which keeps its averaged-kernel init) and tolerates missing/unexpected keys (reported).
-    Otherwise any shape mismatch, missing key (except LSM modules and BN ``num_batches_tracked``)
-    or unexpected key raises an :class:`LSNetError` naming ``source`` and the first offending keys.
+    ``drop_classifier=True`` (fine-tuning on another dataset) drops ``new_fc.*`` whatever its shape.
+    A fine-tuning source that supplies fewer than half of the backbone's tensors is another
+    architecture and raises. Otherwise any shape mismatch, missing key (except LSM modules and BN
+    ``num_batches_tracked``) or unexpected key raises an :class:`LSNetError` naming ``source`` and the
+    first offending keys.
     """
     target = _unwrap(model)
     sd = ckpt_or_state_dict.get('state_dict', ckpt_or_state_dict) if isinstance(ckpt_or_state_dict, dict) else None
@@ -152,6 +167,9 @@ def load_weights(model, ckpt_or_state_dict, finetune=False, source='<checkpoint>
             continue
         used.add(fk)
         fv = sd[fk]
+        if drop_classifier and mk.startswith('new_fc.'):
+            report.dropped.append(mk)
+            continue
         if _shape(fv) != _shape(mv):
             if finetune and (mk.startswith('new_fc.') or mk == first_conv):
                 report.dropped.append(mk)  # other classes, or RGB weights for a Flow/RGBDiff model
@@ -168,6 +186,13 @@ def load_weights(model, ckpt_or_state_dict, finetune=False, source='<checkpoint>
             hint = ' (wrong number of classes? fine-tune with --tune_from to drop the classifier)'
         raise LSNetError('checkpoint {} does not fit the model: shape mismatch for {}{}'
                          .format(source, '; '.join(mismatched[:3]), hint))
+    if finetune:
+        backbone = [k for k in model_sd if not k.startswith('new_fc.') and not _is_lsm(k)
+                    and not k.endswith('num_batches_tracked')]
+        found = [k for k in backbone if k in to_load]
+        if len(found) * 2 < len(backbone):
+            raise LSNetError('checkpoint {} does not fit the model: only {} of its {} backbone tensors match '
+                             '(a checkpoint of another --arch or modality?)'.format(source, len(found), len(backbone)))
     if not finetune:
         bad_missing = [k for k in report.missing if not _is_lsm(k) and not k.endswith('num_batches_tracked')]
         if bad_missing:

@@ -301,3 +301,11 @@ def get_dataset_config(dataset, modality, root_path=None, train_list=None, val_l
     log.info('%s %s: %d classes, frames under %s, flip %s', dataset, modality, cfg.num_class,
              frames, 'on' if flip else 'off')
     return cfg
+
+
+def check_labels(records, num_class, list_file):
+    """Raise :class:`LSNetError` naming ``file:line`` for the first label outside ``[0, num_class)``."""
+    for rec in records:
+        if rec.label >= num_class:
+            raise LSNetError('{}:{}: label {} is out of range for {} classes (check the list and the '
+                             'category file)'.format(list_file, rec.line, rec.label, num_class))

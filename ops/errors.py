@@ -9,3 +9,20 @@ its traceback.
 
 class LSNetError(Exception):
     """A user-facing error; its message is one line naming the file, line or flag at fault."""
+
+
+def user_message(exc):
+    """The one-line message of ``exc``.
+
+    A DataLoader worker re-raises an error in the main process with the worker's whole traceback
+    in the message ("Caught LSNetError in DataLoader worker process 0. Original Traceback ...");
+    only its last line, the original message, is meant for the user.
+    """
+    msg = str(exc)
+    if msg.startswith('Caught ') and 'Traceback' in msg:
+        last = msg.rstrip().splitlines()[-1]
+        for prefix in ('ops.errors.LSNetError: ', 'LSNetError: '):
+            if last.startswith(prefix):
+                return last[len(prefix):]
+        return last
+    return msg

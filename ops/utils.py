@@ -120,6 +120,9 @@ def parse_weight_name(filename):
             if i + 1 < len(head):
                 shift_place = head[i + 1]
             break
+    if 'shift' in stem and (not is_shift or shift_div < 2):
+        raise LSNetError('cannot read the shift from file name {!r}: expected a token shift<div> with div >= 2 '
+                         'followed by the place, as in {}'.format(base, expected))
     return {
         'dataset': dataset,
         'modality': modality,
@@ -133,12 +136,6 @@ def parse_weight_name(filename):
         'non_local': 'nl' in tail,
         'lsm': 'lsm' in head,
     }
-
-
-def weight_name_is_dense(filename):
-    """True when an official weight file name says the model was trained with dense sampling."""
-    stem = os.path.basename(filename).split('.')[0]
-    return 'dense' in stem.split('_')
 
 
 # ---------------------------------------------------------------- devices and seeds

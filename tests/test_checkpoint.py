@@ -132,6 +132,24 @@ def test_wrong_class_count_error_and_finetune_drop(tmp_path):
     assert torch.equal(target.base_model.conv1.weight, src.base_model.conv1.weight)
 
 
+def test_finetune_from_another_dataset_drops_classifier_of_same_shape():
+    """Fine-tuning on another dataset re-initialises the classifier even when the class counts agree."""
+    src, target = tiny(), tiny()
+    fc_before = target.new_fc.weight.clone()
+    report = load_weights(target, src.state_dict(), finetune=True, source='src.pth', drop_classifier=True)
+    assert report.dropped == ['new_fc.weight', 'new_fc.bias']
+    assert torch.equal(target.new_fc.weight, fc_before)
+    assert torch.equal(target.base_model.conv1.weight, src.base_model.conv1.weight)
+
+
+def test_same_dataset_reads_stored_dataset_before_file_name():
+    from main import same_dataset
+    assert same_dataset({'dataset': 'ucf101'}, 'TSM_kinetics_RGB_x.pth', 'ucf101')
+    assert not same_dataset({'dataset': 'kinetics'}, 'runs/ucf101/ckpt.pth.tar', 'ucf101')
+    assert same_dataset({}, 'pretrained/TSM_kinetics_RGB_resnet50_avg_segment5_e50.pth', 'kinetics')
+    assert not same_dataset({}, 'pretrained/TSM_kinetics_RGB_resnet50_avg_segment5_e50.pth', 'ucf101')
+
+
 def test_finetune_flow_from_rgb_drops_first_conv():
     rgb = tiny(num_class=7)
     flow = tiny(modality='Flow')

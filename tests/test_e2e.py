@@ -222,6 +222,24 @@ def test_ensemble_is_weighted_mean(chain):
     np.testing.assert_allclose(both['scores'], (sa + 3 * sb) / 2, rtol=1e-4, atol=1e-5)
 
 
+def test_short_videos_skipped_by_a_single_model_kept_by_an_ensemble(chain):
+    """As the reference: one model drops videos under 3 frames from the test list, an ensemble keeps them."""
+    data, out, root = chain
+    ckpt = os.path.join(run_dir(out), 'ckpt.pth.tar')
+    lines = open(os.path.join(data, 'val.txt')).read().split('\n')
+    lines[0] = lines[0].replace(' 8 ', ' 2 ')
+    short = os.path.join(str(root), 'val_short.txt')
+    open(short, 'w').write('\n'.join(lines))
+    def count(weights):
+        path = os.path.join(str(root), 'short_{}.npz'.format(len(weights)))
+        argv = eval_argv(data, weights, ['--save_scores', path])
+        argv[argv.index('--test_list') + 1] = short
+        assert test_models.main(argv) == 0
+        return len(np.load(path)['labels'])
+    assert count([ckpt]) == 7
+    assert count([ckpt, ckpt]) == 8
+
+
 def test_official_tsn_file_is_scored_frame_by_frame(chain):
     """A TSN file named like the model zoo (no stored config) tested with more segments."""
     from ops.checkpoint import make_checkpoint, save_checkpoint

@@ -40,6 +40,9 @@ def test_missing_list(capsys, data, tmp_path):
     (['--lsm'], '--lsm needs --shift'),
     (['--temporal_pool', '--num_segments', '3'], '--temporal_pool'),
     (['--resume', 'nowhere/ckpt.pth.tar'], 'nowhere'),
+    (['--shift', '--shift_div', '0'], '--shift_div'),
+    (['--dropout', '1.5'], '--dropout'),
+    (['--momentum', '-1'], '--momentum'),
 ])
 def test_bad_flag_combinations(capsys, data, tmp_path, flags, fragment):
     argv = [a for a in train_argv(data, str(tmp_path)) if a != '--shift'] + flags
@@ -72,6 +75,9 @@ def test_checkpoint_of_another_arch(capsys, data, tmp_path):
         ['--test_list', os.path.join(data, 'val.txt'), '-j', '0', '--input_size', '32']
     assert test_models.main(argv) == 2
     _one_line_error(capsys, 'does not fit the model')
+    # fine-tuning tolerates missing keys, but not a backbone of another architecture
+    assert train_main.main(train_argv(data, str(tmp_path), extra=['--tune_from', ours])) == 2
+    _one_line_error(capsys, 'backbone tensors match')
 
 
 def test_nan_loss_stops_without_checkpoint(capsys, data, tmp_path):
@@ -120,10 +126,11 @@ def test_sigint_then_sigkill_then_resume_finishes(data, tmp_path):
     if first < 2:
         _wait_for_epoch(ckpt, proc, 2)
     time.sleep(0.5)
+    assert proc.poll() is None, 'the resumed run ended before SIGKILL: nothing was killed mid-epoch'
     proc.kill()
     proc.wait(timeout=60)
-    after_kill = load_checkpoint(ckpt)['epoch']
-    assert after_kill >= first
+    after_kill = load_checkpoint(ckpt)['epoch']  # loads: the kill left a complete checkpoint
+    assert first <= after_kill <= 3
 
     # in-process resume from the run folder finishes the schedule
     assert train_main.main(argv + ['--resume', run_dir(out, 3)]) == 0
@@ -139,3 +146,90 @@ def test_bf16_amp_with_warmup_trains(data, tmp_path):
     log_dir = os.path.join(out, 'log', os.path.basename(run_dir(out, 1)))
     row = list(csv.DictReader(open(os.path.join(log_dir, 'log.csv'))))[0]
     assert float(row['train_loss']) > 0 and float(row['lr']) == pytest.approx(0.02)
+
+
+def _copy_data(data, tmp_path):
+    import shutil
+    copy = str(tmp_path / 'data')
+    shutil.copytree(data, copy)
+    return copy
+
+
+def test_error_in_a_loader_worker_is_one_line(capsys, data, tmp_path):
+    """A missing frame found by a DataLoader worker process still ends in one line, not its traceback."""
+    copy = _copy_data(data, tmp_path)
+    os.remove(os.path.join(copy, 'frames', 'train_red_0', 'img_00005.jpg'))
+    argv = train_argv(copy, str(tmp_path), extra=['-j', '1'])
+    assert train_main.main(argv) == 2
+    _one_line_error(capsys, 'img_00005.jpg')
+
+
+def test_label_out_of_range_names_the_line(capsys, data, tmp_path):
+    copy = _copy_data(data, tmp_path)
+    for name in ('train.txt', 'val.txt'):
+        path = os.path.join(copy, name)
+        lines = open(path).read().splitlines()
+        lines[2] = lines[2].rsplit(' ', 1)[0] + ' 9'
+        open(path, 'w').write('\n'.join(lines) + '\n')
+    assert train_main.main(train_argv(copy, str(tmp_path))) == 2
+    _one_line_error(capsys, 'train.txt:3: label 9 is out of range for 4 classes')
+    from ops.checkpoint import make_checkpoint, save_checkpoint
+    from ops.models import TSN
+    ckpt = str(tmp_path / 'model.pth.tar')
+    save_checkpoint(make_checkpoint(TSN(4, 4, 'RGB', base_model=ARCH, pretrain='none', input_size=32)), ckpt)
+    argv = ['custom', '--weights', ckpt] + data_flags(copy)[:2] + data_flags(copy)[6:] + \
+        ['--test_list', os.path.join(copy, 'val.txt'), '-j', '0']
+    assert test_models.main(argv) == 2
+    _one_line_error(capsys, 'val.txt:3: label 9 is out of range')
+
+
+def test_resume_with_other_parameter_groups(capsys, data, tmp_path):
+    out = str(tmp_path)
+    assert train_main.main(train_argv(data, out, epochs=1)) == 0
+    capsys.readouterr()
+    argv = train_argv(data, out, epochs=2, extra=['--npb', '--resume', run_dir(out, 1)])
+    assert train_main.main(argv) == 2
+    _one_line_error(capsys, '--npb')
+
+
+@pytest.fixture(scope='module')
+def official_tsm(tmp_path_factory):
+    """An official-style weight file (bare name, no stored config) for the custom dataset."""
+    from ops.checkpoint import make_checkpoint, save_checkpoint
+    from ops.models import TSN
+    folder = tmp_path_factory.mktemp('official')
+    state = make_checkpoint(TSN(4, 4, 'RGB', base_model=ARCH, pretrain='none', is_shift=True, input_size=32))
+    del state['config']
+    path = str(folder / 'TSM_custom_RGB_{}_shift8_blockres_avg_segment4_e1.pth'.format(ARCH))
+    save_checkpoint(state, path)
+    return path
+
+
+@pytest.mark.parametrize('extra, fragment', [
+    (['--dense_sample', '--twice_sample'], 'do not combine'),
+    (['--test_segments', '0'], '--test_segments must be at least 1'),
+    (['--csv_file', 'no/such/folder/pred.csv'], '--csv_file no/such/folder/pred.csv'),
+    (['--save_scores', 'no/such/folder/s.npz'], 'does not exist'),
+])
+def test_test_models_bad_flags(capsys, data, official_tsm, extra, fragment):
+    argv = ['custom', '--weights', official_tsm] + data_flags(data)[:2] + data_flags(data)[6:] + \
+        ['--test_list', os.path.join(data, 'val.txt'), '-j', '0', '--input_size', '32'] + extra
+    assert test_models.main(argv) == 2
+    _one_line_error(capsys, fragment)
+
+
+@pytest.mark.parametrize('content, name, fragment', [
+    (b'not a checkpoint', 'TSM_custom_RGB_resnet18_shift8_blockres_avg_segment4_e1.pth', 'cannot read checkpoint'),
+    (None, 'TSM_custom_RGB_resnet18_shiftX_blockres_avg_segment4_e1.pth', 'cannot read the shift'),
+])
+def test_test_models_bad_weight_files(capsys, data, official_tsm, tmp_path, content, name, fragment):
+    path = str(tmp_path / name)
+    if content is None:
+        import shutil
+        shutil.copyfile(official_tsm, path)
+    else:
+        open(path, 'wb').write(content)
+    argv = ['custom', '--weights', path] + data_flags(data)[:2] + data_flags(data)[6:] + \
+        ['--test_list', os.path.join(data, 'val.txt'), '-j', '0', '--input_size', '32']
+    assert test_models.main(argv) == 2
+    _one_line_error(capsys, fragment)

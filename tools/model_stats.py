@@ -12,7 +12,7 @@ One configuration, with the training flags; the last line is machine-readable:
 
     python tools/model_stats.py --arch resnet50 --num_segments 8 --shift --shift_div 8 --lsm
     ...
-    params_m=24.33 gmacs=32.88 gflops=65.76 latency_ms=812.3
+    params_m=<millions> gmacs=<G multiply-accumulates> gflops=<2 x gmacs> latency_ms=<fastest pass>
 
 The comparison table (TSN / TSM / NL-TSM / LSNet on ResNet-50 and MobileNetV2, 8x224^2) with the
 LSNet/TSM ratios measured in the same run:
