@@ -168,7 +168,8 @@ def build_loaders(args, cfg, model, seed, world):
     val_tf = build_transform('val', **common)
     train_set = TSNDataSet(cfg.root_path, cfg.train_list, num_segments=args.num_segments,
                            new_length=model.new_length, modality=args.modality, image_tmpl=cfg.image_tmpl,
-                           transform=train_tf, dense_sample=args.dense_sample, label_swap=cfg.label_swap)
+                           transform=train_tf, dense_sample=args.dense_sample, label_swap=cfg.label_swap,
+                           skip_bad=args.skip_bad_videos)
     val_set = TSNDataSet(cfg.root_path, cfg.val_list, num_segments=args.num_segments,
                          new_length=model.new_length, modality=args.modality, image_tmpl=cfg.image_tmpl,
                          transform=val_tf, random_shift=False, dense_sample=args.dense_sample)

@@ -106,6 +106,9 @@ def build_train_parser():
     _add_dataset_flags(d)
     d.add_argument('--no_flip', default=False, action='store_true',
                    help='no random horizontal flip in training augmentation')
+    d.add_argument('--skip_bad_videos', default=False, action='store_true',
+                   help='training only: replace a video whose frames are missing or unreadable by another '
+                        'one (each logged and counted) instead of stopping with an error')
 
     m = p.add_argument_group('LSNet long-short module')
     m.add_argument('--lsm', default=False, action='store_true',

@@ -233,3 +233,13 @@ def test_test_models_bad_weight_files(capsys, data, official_tsm, tmp_path, cont
         ['--test_list', os.path.join(data, 'val.txt'), '-j', '0', '--input_size', '32']
     assert test_models.main(argv) == 2
     _one_line_error(capsys, fragment)
+
+
+def test_skip_bad_videos_trains_around_a_broken_video(caplog, data, tmp_path):
+    import shutil
+    copy = _copy_data(data, tmp_path)
+    shutil.rmtree(os.path.join(copy, 'frames', 'train_red_0'))
+    assert train_main.main(train_argv(copy, str(tmp_path), epochs=1)) == 2  # default: stop
+    with caplog.at_level('WARNING'):
+        assert train_main.main(train_argv(copy, str(tmp_path), epochs=1, extra=['--skip_bad_videos'])) == 0
+    assert 'skipping bad video train_red_0' in caplog.text
