@@ -118,12 +118,44 @@ def generate(root, list_file, videos, frames, seed=0):
         fh.write('\n'.join(lines) + '\n')
 
 
+def _proc_stat(pid):
+    """``(ppid, utime + stime in clock ticks)`` of a process from ``/proc/<pid>/stat``."""
+    with open('/proc/{}/stat'.format(pid)) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def tree_cpu_seconds():
+    """CPU time (user + system) used so far by this process and its live descendants (the loader
+    workers), read from ``/proc``; None where there is no ``/proc``."""
+    if not os.path.isdir('/proc/self'):
+        return None
+    stats = {}
+    for name in os.listdir('/proc'):
+        if name.isdigit():
+            try:
+                stats[int(name)] = _proc_stat(name)
+            except (OSError, ValueError, IndexError):
+                pass  # the process ended meanwhile
+    family, total = {os.getpid()}, 0
+    changed = True
+    while changed:
+        grown = {pid for pid, (ppid, _) in stats.items() if ppid in family} - family
+        family |= grown
+        changed = bool(grown)
+    for pid in family:
+        total += stats.get(pid, (0, 0))[1]
+    return total / os.sysconf('SC_CLK_TCK')
+
+
 def timed_epoch(loader):
-    """Iterate ``loader`` once as a training loop would → ``(clips, seconds)``.
+    """Iterate ``loader`` once as a training loop would → ``(clips, wall seconds, CPU seconds)``.
 
     Pipeline batches ``(uint8 clips, labels)`` are normalised to float32 like main.py does;
-    decode-only batches (a uint8 tensor) are only counted.
+    decode-only batches (a uint8 tensor) are only counted.  CPU seconds are those of the main
+    process and all its workers (None without ``/proc``).
     """
+    cpu0 = tree_cpu_seconds()
     start = time.perf_counter()
     clips = 0
     for batch in loader:
@@ -132,7 +164,9 @@ def timed_epoch(loader):
             clips += len(batch[1])
         else:
             clips += len(batch)
-    return clips, time.perf_counter() - start
+    wall = time.perf_counter() - start
+    cpu1 = tree_cpu_seconds()
+    return clips, wall, (cpu1 - cpu0 if cpu0 is not None else None)
 
 
 class RepeatedOrder(torch.utils.data.Sampler):
@@ -186,19 +220,39 @@ def build_loaders(args, dataset):
 
 
 def run_rounds(loaders, rounds):
-    """Time every loader once per round, rotating the order → ``{name: [clips, seconds]}``."""
+    """Time every loader once per round, rotating the order → ``{name: [clips, wall s, CPU s]}``."""
     for loader in loaders.values():  # warm up workers, caches, page cache
         timed_epoch(loader)
     names = list(loaders)
-    totals = {name: [0, 0.0] for name in names}
+    totals = {name: [0, 0.0, 0.0] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            clips, seconds = timed_epoch(loaders[name])
+            clips, wall, cpu = timed_epoch(loaders[name])
             totals[name][0] += clips
-            totals[name][1] += seconds
-            print('round {} {:9s} {:4d} clips {:7.3f} s {:8.1f} clips/s'.format(
-                r, name, clips, seconds, clips / seconds))
+            totals[name][1] += wall
+            totals[name][2] = None if cpu is None or totals[name][2] is None else totals[name][2] + cpu
+            print('round {} {:9s} {:4d} clips {:7.3f} s {:8.1f} clips/s  CPU {}'.format(
+                r, name, clips, wall, clips / wall,
+                '-' if cpu is None else '{:.2f} ms/clip'.format(1e3 * cpu / clips)))
     return totals
+
+
+def report(args, n_videos, totals):
+    """Print the ratios (wall time, and CPU time of main process + workers) and the last line."""
+    rate = {name: clips / wall for name, (clips, wall, _) in totals.items()}
+    print('mode={} workers={} segments={} input={} videos={} output={} floor={}'.format(
+        args.mode, args.workers, args.num_segments, args.input_size, n_videos,
+        'float32 in workers' if args.normalize_in_workers else 'uint8',
+        'count only' if args.no_pixels else 'pixels'))
+    print('wall time ratio pipeline/decode {:.3f} (target <= 1.25); pipeline/decode_tv {:.3f}'.format(
+        rate['decode'] / rate['pipeline'], rate['decode_tv'] / rate['pipeline']))
+    cpu = {name: c / clips for name, (clips, _, c) in totals.items() if c}
+    if len(cpu) == len(totals):
+        print('CPU ms per clip (main + workers): pipeline {:.2f} decode {:.2f} decode_tv {:.2f}; '
+              'CPU time ratio pipeline/decode {:.3f}; pipeline/decode_tv {:.3f}'.format(
+                  1e3 * cpu['pipeline'], 1e3 * cpu['decode'], 1e3 * cpu['decode_tv'],
+                  cpu['pipeline'] / cpu['decode'], cpu['pipeline'] / cpu['decode_tv']))
+    print('pipeline_clips_per_s={:.1f} decode_clips_per_s={:.1f}'.format(rate['pipeline'], rate['decode']))
 
 
 def main(argv=None):
@@ -223,14 +277,7 @@ def main(argv=None):
     except LSNetError as e:
         print('error: {}'.format(e), file=sys.stderr)
         return 2
-    rate = {name: clips / seconds for name, (clips, seconds) in totals.items()}
-    print('mode={} workers={} segments={} input={} videos={} output={} floor={}: pipeline/decode '
-          'time ratio {:.3f} (target <= 1.25); pipeline/decode_tv {:.3f}'.format(
-              args.mode, args.workers, args.num_segments, args.input_size, len(dataset),
-              'float32 in workers' if args.normalize_in_workers else 'uint8',
-              'count only' if args.no_pixels else 'pixels',
-              rate['decode'] / rate['pipeline'], rate['decode_tv'] / rate['pipeline']))
-    print('pipeline_clips_per_s={:.1f} decode_clips_per_s={:.1f}'.format(rate['pipeline'], rate['decode']))
+    report(args, len(dataset), totals)
     return 0
 
 
