@@ -20,14 +20,29 @@ conv1-BN-ReLU for ResNets, the residual branch's input for MobileNetV2) is repla
   per-channel scale ``α`` (zero at init) give ``L(h) = α * γ * [u1 … ug]``.
 
 At initialisation ``S = L = 0`` exactly, so an LSNet equals the TSM it was built from and TSM or
-ImageNet checkpoints fine-tune into it.  Because ``E``, ``W2`` and ``α`` start at zero, only they get
-a gradient on the first step; once they have moved the gradient reaches the layers before them
-(``α``/``E`` after step 1, ``W2``'s input ``W1`` after step 2).
+ImageNet checkpoints fine-tune into it.  Because ``E``, ``W2`` and ``α`` start at zero, only ``E``
+and ``α`` get a gradient on the first step; once they have moved the gradient reaches the layers
+before them (the rest after step 1, ``W2``'s input ``W1`` after step 2).
+
+Learning the long-term branch.  With identity taps, ``L = α·γ·[h1, h1+h2, …]`` is a fixed linear
+mix of channels, which the next convolution can already express, so ``α``'s gradient carries no
+consistent signal; and the temporal part of ``L`` is ``α`` times the taps' offsets from identity,
+two factors that both start at zero (a saddle: each one's gradient is proportional to the other).
+Under one learning rate the O(1)-scale ``α`` and taps also move far more slowly, relative to their
+size, than conv weights of scale 1/sqrt(fan-in).  Measured before this parametrisation, the trained
+taps stayed at the identity and ``α`` near zero.  So the branch stores ``α / ALPHA_GAIN`` and
+``(kernel - identity) / TAP_GAIN``: the forward pass is the spec's, the initial state is the spec's
+(``α = 0``, identity taps), but SGD moves ``α`` and the kernels ``gain²`` times faster (and weight
+decay pulls the kernels towards the identity, not towards zero) -- a per-parameter learning-rate
+multiplier that needs no optimizer group of its own.
 
 Every parameter lives in an ordinary ``nn.Conv2d``/``nn.BatchNorm2d``/``nn.Linear``
-so the optimizer policies treat them as weights/biases/BN.  ``α`` is held as the weight of a
-depthwise 1x1 ``nn.Conv2d`` but applied as a per-channel scale folded into the clip gate (one
-multiply instead of a conv over the whole map).
+so the optimizer policies treat them as weights/biases/BN.  ``α / ALPHA_GAIN`` is held as the
+weight of a depthwise 1x1 ``nn.Conv2d`` (``long.scale``) but applied as a per-channel scale folded
+into the clip gate (one multiply instead of a conv over the whole map); the tap offsets are the
+weights of depthwise (3, 1) ``nn.Conv2d`` (``long.taps``).  Checkpoints written before this
+parametrisation (keys ``long.alpha`` / ``long.tconvs``) are refused by ``--weights`` as
+unexpected keys rather than silently misread.
 
 Partial BN: ``TSN``'s partial BN freezes every BatchNorm after the first, because those layers carry
 ImageNet statistics.  The short branch's BN has no pretrained statistics (it starts at mean 0,
@@ -52,6 +67,9 @@ from ops.errors import LSNetError
 log = logging.getLogger(__name__)
 
 BRANCHES = ('short', 'long')
+# Gains of the long branch's reparametrised α and tap offsets (see LongTermBranch).
+ALPHA_GAIN = 10.0
+TAP_GAIN = 10.0
 
 
 def reduced_channels(channels, reduction):
@@ -124,50 +142,68 @@ class ShortTermBranch(nn.Module):
 
 
 class LongTermBranch(nn.Module):
-    """L(h) = α * γ * [u1 … ug], cascaded dilated depthwise temporal convs.  (N·T, C, H, W) -> same."""
+    """L(h) = α * γ * [u1 … ug], cascaded dilated depthwise temporal convs.  (N·T, C, H, W) -> same.
 
-    def __init__(self, channels, n_segment, reduction=16, groups=4):
+    Parametrisation (why: see the module docstring, "Learning the long-term branch"): the stored
+    parameters are ``scale.weight = α / ALPHA_GAIN`` and ``taps[g].weight = (K_g - identity) /
+    TAP_GAIN`` with ``K_g`` the (3,) temporal kernel of group ``g``; both start at zero, so ``α = 0``
+    and every ``K_g`` is the identity tap, as the spec asks.  :meth:`alpha` and :meth:`kernel` give
+    the spec's quantities.
+    """
+
+    def __init__(self, channels, n_segment, reduction=16, groups=4, alpha_gain=None, tap_gain=None):
         super().__init__()
         if groups < 1 or channels % groups:
             raise LSNetError(f'--lsm_groups {groups} must divide the {channels} channels of every '
                              f'block it is applied to')
         self.n_segment = n_segment
         self.groups = groups
+        self.alpha_gain = float(ALPHA_GAIN if alpha_gain is None else alpha_gain)
+        self.tap_gain = float(TAP_GAIN if tap_gain is None else tap_gain)
         width = channels // groups
         cap = max(1, n_segment // 2)
         self.dilations = tuple(min(2 ** g, cap) for g in range(groups))
         # Depthwise (3, 1) kernels over (T, H·W): a 4-D weight, so model.to(channels_last) works.
-        self.tconvs = nn.ModuleList(
+        self.taps = nn.ModuleList(
             nn.Conv2d(width, width, (3, 1), padding=(d, 0), dilation=(d, 1), groups=width, bias=False)
             for d in self.dilations)
         hidden = reduced_channels(channels, reduction)
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
-        self.alpha = nn.Conv2d(channels, channels, 1, groups=channels, bias=False)
+        self.scale = nn.Conv2d(channels, channels, 1, groups=channels, bias=False)
         with torch.no_grad():
-            for conv in self.tconvs:
+            for conv in self.taps:
                 conv.weight.zero_()
-                conv.weight[:, :, 1, 0] = 1.0
             self.fc2.weight.zero_()
             self.fc2.bias.zero_()
-            self.alpha.weight.zero_()
+            self.scale.weight.zero_()
+
+    def alpha(self):
+        """The per-channel scale α, (C,)."""
+        return self.scale.weight.view(-1) * self.alpha_gain
+
+    def kernel(self, conv):
+        """Temporal kernel of one of ``self.taps``: identity + TAP_GAIN · offset, (Cg, 3) for taps t-d, t, t+d."""
+        identity = torch.tensor([0.0, 1.0, 0.0], dtype=conv.weight.dtype, device=conv.weight.device)
+        return torch.add(identity, conv.weight.view(-1, 3), alpha=self.tap_gain)
 
     def _tconv(self, conv, x):
-        """Depthwise temporal conv of x (N, T, Cg, H, W) with conv's kernel, zero padded.
+        """Depthwise temporal conv of x (N, T, Cg, H, W) with :meth:`kernel` of ``conv``, zero padded.
 
-        Same result as ``conv`` on the (N, Cg, T, H·W) layout, without the two transposed copies.
+        Same result as a (3, 1) conv with that kernel on the (N, Cg, T, H·W) layout, without the two
+        transposed copies.
         """
         d = conv.dilation[0]
-        w = conv.weight.view(1, 1, -1, 1, 1, 3)  # (Cg, 1, 3, 1) -> taps t-d, t, t+d
-        out = x * w[..., 1]
+        w = self.kernel(conv).t().reshape(3, 1, 1, -1, 1, 1)  # (3, 1, 1, Cg, 1, 1)
+        out = x * w[1]
         if d < x.shape[1]:  # out is a fresh tensor, so adding the side taps in place is safe
-            out[:, d:].addcmul_(x[:, :-d], w[..., 0])
-            out[:, :-d].addcmul_(x[:, d:], w[..., 2])
+            out[:, d:].addcmul_(x[:, :-d], w[0])
+            out[:, :-d].addcmul_(x[:, d:], w[2])
         return out
 
     def group_slices(self):
         """Channel slice of each group."""
-        width = self.tconvs[0].in_channels
+        width = self.taps[0].in_channels
         return [slice(g * width, (g + 1) * width) for g in range(self.groups)]
 
     def cascade(self, h):
@@ -176,7 +212,7 @@ class LongTermBranch(nn.Module):
         n = _split_clips(h, t)
         x = h.view(n, t, *h.shape[1:])
         prev = None
-        for conv, sl in zip(self.tconvs, self.group_slices()):
+        for conv, sl in zip(self.taps, self.group_slices()):
             prev = self._tconv(conv, x[:, :, sl] if prev is None else x[:, :, sl] + prev)
             yield prev
 
@@ -184,12 +220,15 @@ class LongTermBranch(nn.Module):
         """[u1 … ug] as (N, T, C, H, W)."""
         return torch.cat(list(self.cascade(h)), dim=2)
 
-    def gate(self, h):
-        """α * γ, (N, C): the clip gate times the per-channel scale."""
+    def clip_gate(self, h):
+        """γ = 2σ(W2 ReLU(W1 GAP_{T,H,W}(h))), (N, C)."""
         n = _split_clips(h, self.n_segment)
         pooled = h.view(n, -1, h.shape[1], h.shape[2] * h.shape[3]).mean(dim=(1, 3))
-        gamma = 2.0 * torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))))
-        return gamma * self.alpha.weight.view(1, -1)
+        return 2.0 * torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))))
+
+    def gate(self, h):
+        """α * γ, (N, C): the clip gate times the per-channel scale."""
+        return self.clip_gate(h) * self.alpha().view(1, -1)
 
     def forward(self, h):
         u = self.aggregate(h) * self.gate(h)[:, None, :, None, None]
@@ -356,3 +395,71 @@ def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branche
         raise LSNetError(f'--lsm needs --shift: no temporally shifted block found in --arch {arch}')
     log.info('LSM (%s) added to %d shifted blocks of %s', ','.join(branches), count, arch)
     return count
+
+
+# ------------------------------------------------------------------ diagnostics
+
+
+def identity_aggregate(lb, h):
+    """[u1 … ug] with every temporal kernel at the identity tap: (N·T, C, H, W) -> (N, T, C, H, W).
+
+    The part of the long branch that is only a channel mix (h1, h1+h2, …); ``L`` minus this, gated,
+    is what the learned taps add along time.
+    """
+    n = _split_clips(h, lb.n_segment)
+    x = h.view(n, lb.n_segment, *h.shape[1:])
+    parts, prev = [], None
+    for sl in lb.group_slices():
+        prev = x[:, :, sl] if prev is None else x[:, :, sl] + prev
+        parts.append(prev)
+    return torch.cat(parts, dim=2)
+
+
+@torch.no_grad()
+def branch_responses(lsm, h):
+    """Sizes of the branch outputs relative to ``h`` (N·T, C, H, W), as a dict of floats.
+
+    ``short``: ||S(h)|| / ||h||; ``long``: ||L(h)|| / ||h||; ``long_temporal``: ||L(h) - L_id(h)|| /
+    ||h|| with ``L_id`` the long branch with identity taps (what the taps add along time).
+    Branches the module lacks are left out.
+    """
+    norm = h.norm().clamp_min(1e-12)
+    out = {}
+    if lsm.short is not None:
+        out['short'] = float(lsm.short(h).norm() / norm)
+    if lsm.long is not None:
+        gate = lsm.long.gate(h)[:, None, :, None, None]
+        full, ident = lsm.long.aggregate(h) * gate, identity_aggregate(lsm.long, h) * gate
+        out['long'] = float(full.norm() / norm)
+        out['long_temporal'] = float((full - ident).norm() / norm)
+    return out
+
+
+@torch.no_grad()
+def long_branch_parameters(lb):
+    """Summary of a trained long branch: mean / max |α|, mean |kernel - identity|, mean |W2|."""
+    alpha = lb.alpha().abs()
+    offsets = torch.cat([conv.weight.abs().view(-1) for conv in lb.taps]) * lb.tap_gain
+    return {'alpha_mean': float(alpha.mean()), 'alpha_max': float(alpha.max()),
+            'tap_offset': float(offsets.mean()), 'gate_w2': float(lb.fc2.weight.abs().mean())}
+
+
+def gradient_norms(lsm):
+    """L2 norms of the gradients now held by the module's parameters, per part (dict of floats).
+
+    Parts: ``short`` (all of S), ``long_taps``, ``long_alpha`` and ``long_gate`` (W1, W2); the
+    stored parameters' gradients, so the long ones include the gains.
+    """
+    def norm(params):
+        grads = [p.grad.detach().float().view(-1) for p in params if p.grad is not None]
+        return float(torch.cat(grads).norm()) if grads else 0.0
+
+    out = {}
+    if lsm.short is not None:
+        out['short'] = norm(lsm.short.parameters())
+    if lsm.long is not None:
+        lb = lsm.long
+        out['long_taps'] = norm(lb.taps.parameters())
+        out['long_alpha'] = norm(lb.scale.parameters())
+        out['long_gate'] = norm(list(lb.fc1.parameters()) + list(lb.fc2.parameters()))
+    return out

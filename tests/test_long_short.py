@@ -66,13 +66,16 @@ def _reference_lsm(m, h):
         lb = m.long
         x = h.view(n, T, *h.shape[1:]).transpose(1, 2)  # (N, C, T, H, W)
         us, prev = [], None
-        for conv, hg in zip(lb.tconvs, x.chunk(lb.groups, dim=1)):
+        for conv, d, hg in zip(lb.taps, lb.dilations, x.chunk(lb.groups, dim=1)):
             xg = hg if prev is None else hg + prev
-            prev = conv(xg.flatten(3)).view_as(xg)  # temporal conv on (N, Cg, T, H·W)
+            kernel = torch.tensor([0.0, 1.0, 0.0], dtype=h.dtype) + lb.tap_gain * conv.weight.view(-1, 3)
+            prev = F.conv2d(xg.flatten(3), kernel.view(-1, 1, 3, 1), padding=(d, 0), dilation=(d, 1),
+                            groups=xg.shape[1]).view_as(xg)  # temporal conv on (N, Cg, T, H·W)
             us.append(prev)
         u = torch.cat(us, 1).transpose(1, 2).reshape_as(h)
         gamma = 2 * torch.sigmoid(lb.fc2(F.relu(lb.fc1(x.mean(dim=(2, 3, 4))))))
-        scale = (lb.alpha.weight.view(1, -1) * gamma).repeat_interleave(T, 0)
+        alpha = lb.alpha_gain * lb.scale.weight.view(1, -1)
+        scale = (alpha * gamma).repeat_interleave(T, 0)
         out = out + u * scale[:, :, None, None]
     return out
 
@@ -97,6 +100,10 @@ def test_module_is_identity_at_init_and_gradcheck():
     m = LongShortModule(16, 4, reduction=4).double()
     h = _clip(2, 4, 16, 5, torch.float64)
     assert torch.equal(m(h), h)
+    # the spec's initial state behind the gains: α = 0, every temporal kernel the identity tap
+    assert torch.equal(m.long.alpha(), torch.zeros(16, dtype=torch.float64))
+    for conv in m.long.taps:
+        assert torch.equal(m.long.kernel(conv), torch.tensor([[0.0, 1.0, 0.0]] * 4, dtype=torch.float64))
     _randomize(m)
     m.eval()
     h.requires_grad_(True)
@@ -193,7 +200,7 @@ def test_bottleneck_shapes_and_identity_at_init():
         with torch.no_grad():
             assert (lsnet(x) - tsm(x)).abs().max().item() <= 1e-6
             for m in _lsm_modules(lsnet):
-                m.long.alpha.weight.fill_(1.0)
+                m.long.scale.weight.fill_(0.1)
             assert lsnet(x).shape == (T, 5)
             assert not torch.allclose(lsnet(x), tsm(x))
 
@@ -225,13 +232,7 @@ def test_tsm_checkpoint_loads_and_lsnet_equals_tsm_at_init(arch):
         fresh = _model(arch, 3).eval()
         before = fresh.base_model(frames)
         for m in _lsm_modules(fresh):
-            m.long.alpha.weight.fill_(1.0)
-        assert (fresh.base_model(frames) - before).abs().max() > 1e-3 * before.abs().max()
-        # and the new modules are wired in: perturbed, they change the features (default init)
-        fresh = _model(arch, 3).eval()
-        before = fresh.base_model(frames)
-        for m in _lsm_modules(fresh):
-            m.long.alpha.weight.fill_(1.0)
+            m.long.scale.weight.fill_(0.1)
         assert (fresh.base_model(frames) - before).abs().max() > 1e-3 * before.abs().max()
 
 
@@ -248,7 +249,7 @@ def test_shift_place_block_and_temporal_pool():
 def test_channels_last_and_bf16_autocast():
     model = _model('resnet18', 3)
     for m in _lsm_modules(model):
-        nn.init.constant_(m.long.alpha.weight, 0.5)
+        nn.init.constant_(m.long.scale.weight, 0.05)
     model.to(memory_format=torch.channels_last)
     x = torch.randn(2, 9, SIZE, SIZE)
     with torch.autocast('cpu', dtype=torch.bfloat16):
@@ -281,7 +282,7 @@ def test_every_new_parameter_learns_under_partial_bn():
     and their affine parameters change.
     """
     T = 4
-    model = _model('resnet18', T, partial_bn=True)
+    model = _model('resnet18', T, partial_bn=True).double()  # float64: first updates are tiny
     model.train()
     lsm_params = {n: p for n, p in model.named_parameters() if '.lsm.' in n}
     grouped = [id(p) for g in model.get_optim_policies() for p in g['params']]
@@ -290,9 +291,12 @@ def test_every_new_parameter_learns_under_partial_bn():
     assert lsm_bns and all(bn.training and bn.weight.requires_grad for bn in lsm_bns)
     start = {n: p.detach().clone() for n, p in lsm_params.items()}
 
-    opt = torch.optim.SGD([{'params': g['params'], 'lr': 0.1 * g['lr_mult']}
-                           for g in model.get_optim_policies()], lr=0.1, momentum=0.9)
-    x = torch.randn(4, T * 3, SIZE, SIZE)
+    # the recipe's lr: α and the taps move gain² faster than plain weights, so a much larger lr
+    # reshapes the features enough in two steps to switch off W1's active ReLU units
+    opt = torch.optim.SGD([{'params': g['params'], 'lr': 0.01 * g['lr_mult']}
+                           for g in model.get_optim_policies()], lr=0.01, momentum=0.9)
+    torch.manual_seed(0)
+    x = torch.randn(4, T * 3, SIZE, SIZE, dtype=torch.float64)
     y = torch.tensor([0, 1, 2, 3])
     first_grad = {}
     for step in (1, 2, 3):
@@ -306,13 +310,62 @@ def test_every_new_parameter_learns_under_partial_bn():
     def tail(n):
         return n.split('.lsm.', 1)[1]
 
-    assert {tail(n) for n, s in first_grad.items() if s == 1} == {'short.expand.weight', 'long.alpha.weight'}
+    assert {tail(n) for n, s in first_grad.items() if s == 1} == {'short.expand.weight', 'long.scale.weight'}
     assert {tail(n) for n, s in first_grad.items() if s == 3} == {'long.fc1.weight', 'long.fc1.bias'}
     assert set(first_grad) == set(lsm_params)
     for n, p in lsm_params.items():
         if first_grad[n] < 3:  # W1's first update (step 3) is second order in tiny W2: not checked
             assert not torch.equal(p.detach(), start[n]), n
     assert all(bn.num_batches_tracked.item() == 3 for bn in lsm_bns)
+
+
+def _fit_previous_frame(alpha_gain, tap_gain, steps=100, signal=0.02):
+    """Train a long-only module + linear read-out to output, at each frame, channel 0 of the frame
+    before (reachable only through the temporal taps), with the loss scaled by ``signal`` so the
+    gradient is as weak as one block's share in a deep network.  Returns (first loss, mean of the
+    last 10 losses, largest |kernel - identity|)."""
+    torch.manual_seed(0)
+    T, C = 8, 8
+    m = LongShortModule(C, T, reduction=4, groups=4, branches=('long',))
+    if alpha_gain is not None:
+        m.long.alpha_gain, m.long.tap_gain = alpha_gain, tap_gain
+    head = nn.Linear(C, 1)
+    opt = torch.optim.SGD(list(m.parameters()) + list(head.parameters()), lr=0.01, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        x = torch.randn(32, T, C)
+        out = head(m(x.reshape(32 * T, C, 1, 1)).view(32, T, C)[:, 1:]).squeeze(-1)
+        loss = F.mse_loss(out, x[:, :-1, 0])
+        opt.zero_grad()
+        (signal * loss).backward()
+        opt.step()
+        losses.append(loss.item())
+    identity = torch.tensor([0.0, 1.0, 0.0])
+    moved = max((m.long.kernel(conv) - identity).abs().max().item() for conv in m.long.taps)
+    return losses[0], sum(losses[-10:]) / 10, moved
+
+
+def test_long_branch_taps_escape_the_zero_alpha_saddle():
+    """α = 0 and identity taps: the temporal part of L is α times the taps' offsets, both zero.
+
+    With the plain parametrisation (gains 1) a weak signal leaves the taps at the identity and the
+    loss where it started; with the default gains the same budget learns the temporal kernel.
+    """
+    first, last, moved = _fit_previous_frame(1.0, 1.0)
+    assert moved < 0.02 and last > 0.8 * first
+    first, last, moved = _fit_previous_frame(None, None)
+    assert moved > 0.5 and last < 0.2 * first
+
+
+def test_checkpoint_of_the_unscaled_parametrisation_is_refused():
+    """Keys of the earlier parametrisation (raw α in long.alpha, kernels in long.tconvs) do not
+    load silently as gain-scaled values: --weights reports them as unexpected keys."""
+    from ops.checkpoint import load_weights
+    model = _model('resnet18', 3)
+    old = {k.replace('.long.scale.', '.long.alpha.').replace('.long.taps.', '.long.tconvs.'): v
+           for k, v in model.state_dict().items()}
+    with pytest.raises(LSNetError, match='unexpected keys .*long\\.(alpha|tconvs)'):
+        load_weights(_model('resnet18', 3), old, source='old_lsnet.pth')
 
 
 # ------------------------------------------------------------------ names
