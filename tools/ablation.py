@@ -9,8 +9,15 @@ accuracy inside each temporal pair (the pair's two scores compared, where chance
     python tools/ablation.py --out ablation --epochs 10 --jobs 2 --threads 1
 
 Finished runs are reused unless ``--force``: a run whose evaluation JSON exists is skipped, and a
-run whose checkpoint already holds the last epoch is only evaluated.  ``--models`` picks a subset.  Results: ``OUT/<model>.json`` / ``.npz`` (test_models
-outputs), ``OUT/<model>.train.log``, ``OUT/table.md`` and ``OUT/summary.json``.
+run whose checkpoint already holds the last epoch is only evaluated.  ``--models`` picks a subset.
+Results: ``OUT/<model>.json`` / ``.npz`` (test_models outputs), ``OUT/<model>.train.log``,
+``OUT/<model>.provenance.json`` (git commit and uncommitted files when the run was trained; the
+table's header names the commits), ``OUT/table.md`` and ``OUT/summary.json``.
+
+For the runs with the long-short module the script then prints, per module, the learned α and
+temporal kernels, the size of each branch's output and the gradient norms of its parameters next to
+the rest of the block (``OUT/diagnostics.md`` / ``.json``; ``--no_diagnose`` skips it): the
+evidence that both branches learn rather than stay at their zero initialisation.
 """
 import argparse
 import json
@@ -59,6 +66,10 @@ def build_parser():
     p.add_argument('--gen_args', default='', help='extra tools/gen_synthetic.py flags, e.g. '
                                                    '"--train_per_class 8 --val_per_class 4" for a smoke run')
     p.add_argument('--force', action='store_true', help='retrain runs that already have results')
+    p.add_argument('--no_diagnose', dest='diagnose', action='store_false',
+                   help='skip the long-short diagnostics of the LSNet runs (α, taps, branch '
+                        'responses and gradient norms, written to OUT/diagnostics.md)')
+    p.add_argument('--diag_clips', type=int, default=64, help='clips per diagnostic batch')
     return p
 
 
@@ -137,6 +148,8 @@ def run_all(args, root, models):
                     print('[ablation] {} already trained, evaluating'.format(model), flush=True)
                     evaluate(model, time.time())
                     continue
+                with open(provenance_path(args, model), 'w') as f:
+                    json.dump(dict(git_state(), argv=train_argv(args, root, model)), f, indent=1)
                 log_path = os.path.join(out, model + '.train.log')
                 cmd = [sys.executable, 'main.py'] + train_argv(args, root, model)
                 running[model] = ('train', time.time()) + _launch(cmd, log_path, args.threads)
@@ -199,6 +212,122 @@ def make_table(args, root, models):
     return '\n'.join(lines), {label: dict(zip(models, accs)) for label, accs in rows}
 
 
+def write_diagnostics(args, root, models):
+    """Print :func:`diagnose` tables of ``models`` and write them to OUT/diagnostics.md / .json."""
+    import torch
+    torch.set_num_threads(args.threads)
+    tables, data = [], {}
+    for m in models:
+        data[m] = diagnose(args, root, m)
+        tables.append(diagnostics_table(m, data[m], args.diag_clips))
+    text = '\n\n'.join(tables) + '\n'
+    with open(os.path.join(args.out, 'diagnostics.md'), 'w') as f:
+        f.write(text)
+    with open(os.path.join(args.out, 'diagnostics.json'), 'w') as f:
+        json.dump(data, f, indent=1)
+    print('\n' + text)
+
+
+def git_state():
+    """{'commit': HEAD of the checkout, 'dirty': tracked files with uncommitted changes}."""
+    def git(*cmd):
+        try:
+            return subprocess.run(['git', '-C', ROOT] + list(cmd), capture_output=True, text=True,
+                                  check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return ''
+    dirty = [line[3:] for line in git('status', '--porcelain', '--untracked-files=no').splitlines()]
+    return {'commit': git('rev-parse', 'HEAD').strip() or 'unknown', 'dirty': dirty}
+
+
+def provenance_path(args, model):
+    return os.path.join(os.path.abspath(args.out), model + '.provenance.json')
+
+
+def read_provenance(args, model):
+    """The code state a run was trained with ({} for runs from before it was recorded)."""
+    path = provenance_path(args, model)
+    return json.load(open(path)) if os.path.exists(path) else {}
+
+
+def fixed_batch(model, root, list_name, count):
+    """``count`` clips spread evenly over a list, centre-cropped and normalised: (clips, labels)."""
+    import torch
+    from ops.dataset import TSNDataSet
+    from ops.transforms import build_transform
+    tf = build_transform('val', modality=model.modality, new_length=model.new_length,
+                         crop_size=model.crop_size, scale_size=model.scale_size,
+                         mean=model.input_mean, std=model.input_std)
+    ds = TSNDataSet(os.path.join(root, 'frames'), os.path.join(root, list_name),
+                    num_segments=model.num_segments, transform=tf, random_shift=False)
+    picks = np.linspace(0, len(ds) - 1, min(count, len(ds))).round().astype(int)
+    items = [ds[int(i)] for i in picks]
+    return torch.stack([c for c, _ in items]), torch.tensor([y for _, y in items])
+
+
+def diagnose(args, root, model_name):
+    """Long-short diagnostics of one trained run, one dict per LSM module.
+
+    Parameters (mean/max |α|, mean |kernel - identity| of the long branch's taps), branch responses
+    relative to the module input on validation clips (eval mode), and gradient norms of the
+    module's parts and of the rest of its block on training clips (train mode, the run's loss).
+    """
+    import torch
+    import torch.nn.functional as F
+    from ops.checkpoint import load_checkpoint, load_weights
+    from ops.long_short import (LongShortModule, branch_responses, gradient_norms,
+                                long_branch_parameters)
+    from ops.models import build_model_from_config
+    ckpt = load_checkpoint(checkpoint_path(args, root, model_name))
+    model = build_model_from_config(ckpt['config'], pretrain='none')
+    load_weights(model, ckpt, source=model_name)
+    mods = [(n, m) for n, m in model.named_modules() if isinstance(m, LongShortModule)]
+    rows = {n: {'module': n.replace('base_model.', '')} for n, _ in mods}
+    hooks = [m.register_forward_hook(lambda m, inp, out, n=n: rows[n].update(branch_responses(m, inp[0])))
+             for n, m in mods]
+    model.eval()
+    with torch.no_grad():
+        model(fixed_batch(model, root, 'val_videofolder.txt', args.diag_clips)[0])
+    for h in hooks:
+        h.remove()
+    clips, labels = fixed_batch(model, root, 'train_videofolder.txt', args.diag_clips)
+    model.train()
+    torch.manual_seed(args.seed)
+    F.cross_entropy(model(clips), labels).backward()
+    blocks = dict(model.named_modules())
+    for n, m in mods:
+        if m.long is not None:
+            rows[n].update(long_branch_parameters(m.long))
+        rows[n].update({'grad_' + k: v for k, v in gradient_norms(m).items()})
+        block = blocks[n.rsplit('.', 1)[0]]
+        grads = [p.grad.view(-1) for k, p in block.named_parameters()
+                 if not k.startswith('lsm.') and p.grad is not None]
+        rows[n]['grad_block'] = float(torch.cat(grads).norm())
+    return list(rows.values())
+
+
+DIAG_COLUMNS = (('alpha_mean', 'α mean'), ('alpha_max', 'α max'), ('tap_offset', 'K − id'),
+                ('short', 'S / h'), ('long', 'L / h'), ('long_temporal', '(L − L_id) / h'),
+                ('grad_short', '∇S'), ('grad_long_taps', '∇taps'), ('grad_long_alpha', '∇α'),
+                ('grad_long_gate', '∇gate'), ('grad_block', '∇block'))
+
+
+def diagnostics_table(model_name, rows, clips):
+    """Markdown table of :func:`diagnose` rows (a column only when some row has it)."""
+    cols = [(k, title) for k, title in DIAG_COLUMNS if any(k in r for r in rows)]
+    lines = ['{}, per LSM module: mean / max absolute α, mean absolute offset of the temporal '
+             'kernels from the identity, L2 norms of the branch outputs relative to the module input '
+             '(eval mode, {} validation clips; L_id = the long branch with identity taps) and of the '
+             'gradients of the stored parameters (train mode, as many training clips; ∇block = the '
+             'rest of the block)'.format(model_name, clips), '',
+             '| module | ' + ' | '.join(t for _, t in cols) + ' |',
+             '|---|' + '---:|' * len(cols)]
+    for r in rows:
+        lines.append('| {} | {} |'.format(r['module'], ' | '.join(
+            '{:.3g}'.format(r[k]) if k in r else '' for k, _ in cols)))
+    return '\n'.join(lines)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -221,12 +350,17 @@ def main(argv=None):
               'from scratch'.format(args.epochs, args.arch, args.num_segments, args.input_size,
                                     args.batch_size, args.lr, args.seed))
     header = 'Synthetic ablation, top-1 % on the validation set ({}).'.format(budget)
+    runs = {m: read_provenance(args, m) for m in args.models}
+    commits = sorted({r.get('commit', '?')[:7] + ('+dirty' if r.get('dirty') else '') for r in runs.values()})
+    header += ' Code: commit {}.'.format(', '.join(commits))
     text = header + '\n\n' + table + '\n'
     with open(os.path.join(args.out, 'table.md'), 'w') as f:
         f.write(text)
     with open(os.path.join(args.out, 'summary.json'), 'w') as f:
-        json.dump({'budget': budget, 'train_seconds': took, 'accuracy': numbers}, f, indent=1)
+        json.dump({'budget': budget, 'train_seconds': took, 'accuracy': numbers, 'runs': runs}, f, indent=1)
     print('\n' + text)
+    if args.diagnose:
+        write_diagnostics(args, root, [m for m in args.models if '--lsm' in MODELS[m]])
     if took:
         print('training wall time: ' + ', '.join('{} {:.0f} s'.format(m, s) for m, s in took.items()))
         print('total {:.0f} s'.format(time.time() - t0))
