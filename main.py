@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ops.errors import LSNetError, user_message
+from ops.errors import LSNetError
 from opts import build_train_parser
 
 log = logging.getLogger('main')
@@ -375,18 +375,12 @@ def run(args):
 
 def main(argv=None):
     """Entry point; returns 0 on success, 2 on a user error (message on stderr), 130 if interrupted."""
-    from ops.utils import install_console_logging
-    args = build_train_parser().parse_args(argv)
-    undo_logging = install_console_logging()
-    try:
-        return run(args)
-    except LSNetError as e:
-        print('error: {}'.format(user_message(e)), file=sys.stderr)
-        return 2
-    finally:
-        undo_logging()
+    from ops.utils import run_entry_point
+
+    def leave_process_group():
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+    return run_entry_point(run, build_train_parser().parse_args(argv), cleanup=leave_process_group)
 
 
 if __name__ == '__main__':

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from ops.errors import LSNetError, user_message
+from ops.errors import LSNetError
 from opts import build_test_parser
 
 log = logging.getLogger('test_models')
@@ -302,16 +302,8 @@ def run(args):
 
 def main(argv=None):
     """Entry point; returns 0 on success, 2 on a user error (message on stderr)."""
-    from ops.utils import install_console_logging
-    args = build_test_parser().parse_args(argv)
-    undo_logging = install_console_logging()
-    try:
-        return run(args)
-    except LSNetError as e:
-        print('error: {}'.format(user_message(e)), file=sys.stderr)
-        return 2
-    finally:
-        undo_logging()
+    from ops.utils import run_entry_point
+    return run_entry_point(run, build_test_parser().parse_args(argv))
 
 
 if __name__ == '__main__':

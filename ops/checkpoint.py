@@ -10,7 +10,6 @@ import logging
 import os
 import pickle
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np

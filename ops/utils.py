@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import torch
 
-from ops.errors import LSNetError
+from ops.errors import LSNetError, user_message
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,21 @@ class ConsoleHandler(logging.StreamHandler):
     def emit(self, record):
         self.stream = sys.stdout
         super().emit(record)
+
+
+def run_entry_point(run, args, cleanup=None):
+    """``run(args)`` with console logging; a user error (:class:`LSNetError`) writes one
+    ``error: <message>`` line to stderr and returns 2. ``cleanup()`` runs in every case."""
+    undo_logging = install_console_logging()
+    try:
+        return run(args)
+    except LSNetError as e:
+        sys.stderr.write('error: {}\n'.format(user_message(e)))
+        return 2
+    finally:
+        undo_logging()
+        if cleanup is not None:
+            cleanup()
 
 
 def install_console_logging(level=logging.INFO):

@@ -1,6 +1,4 @@
 """Run names, weight-name parsing, meters, accuracy, lr schedule, reproducible data order."""
-import argparse
-import math
 import random
 
 import numpy as np

@@ -291,20 +291,36 @@ def run_cli(args, jobs, tmpl):
     return 1 if n_failed else 0
 
 
+def flat_jobs(src, out):
+    """One :class:`Job` per video directly inside ``src``: ``src/<v>.<ext>`` -> ``out/<v>``."""
+    return [Job(os.path.join(src, n), os.path.join(out, os.path.splitext(n)[0])) for n in list_videos(src)]
+
+
+def extract_cli(parser, argv, make_jobs, tmpl=None, hint=''):
+    """Parse ``argv``, list the jobs with ``make_jobs(src, out)`` and run them.
+
+    ``tmpl`` is the frame template (``None``: the ``--tmpl`` flag). Returns the exit status; a usage
+    error prints one ``error:`` line and returns 2.
+    """
+    args = parser.parse_args(argv)
+    try:
+        check_common_args(args)
+        tmpl = tmpl or args.tmpl
+        check_template(tmpl)
+        jobs = make_jobs(args.src, args.out)
+        if not jobs:
+            raise LSNetError('no video files in %s%s' % (args.src, hint))
+        return run_cli(args, jobs, tmpl)
+    except LSNetError as exc:
+        print('error: %s' % exc, file=sys.stderr)
+        return 2
+
+
 def main(argv=None):
     """Generic CLI: every video directly inside ``src`` -> ``out/<name>/`` with ``--tmpl``."""
     parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), 0)
     parser.add_argument('--tmpl', default='img_{:05d}.jpg', help='frame file template')
-    args = parser.parse_args(argv)
-    try:
-        check_common_args(args)
-        check_template(args.tmpl)
-        jobs = [Job(os.path.join(args.src, n), os.path.join(args.out, os.path.splitext(n)[0]))
-                for n in list_videos(args.src)]
-        return run_cli(args, jobs, args.tmpl)
-    except LSNetError as exc:
-        print('error: %s' % exc, file=sys.stderr)
-        return 2
+    return extract_cli(parser, argv, flat_jobs)
 
 
 if __name__ == '__main__':

@@ -19,8 +19,7 @@ import sys
 if __package__ in (None, ''):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ops.errors import LSNetError  # noqa: E402
-from tools.extract_frames import Job, add_common_args, check_common_args, list_videos, run_cli  # noqa: E402
+from tools.extract_frames import add_common_args, extract_cli, flat_jobs  # noqa: E402
 from tools.label_common import kinetics_class_name  # noqa: E402
 
 FRAME_TMPL = 'img_{:05d}.jpg'
@@ -28,15 +27,11 @@ FRAME_TMPL = 'img_{:05d}.jpg'
 
 def kinetics_jobs(src, out):
     """One :class:`Job` per video: ``src/<class>/<v>.mp4`` -> ``out/<clean class>/<v>``."""
-    jobs = [Job(os.path.join(src, name), os.path.join(out, os.path.splitext(name)[0]))
-            for name in list_videos(src)]
+    jobs = flat_jobs(src, out)
     for cls in sorted(os.listdir(src)):
         cls_dir = os.path.join(src, cls)
-        if not os.path.isdir(cls_dir):
-            continue
-        dst_cls = os.path.join(out, kinetics_class_name(cls))
-        jobs += [Job(os.path.join(cls_dir, name), os.path.join(dst_cls, os.path.splitext(name)[0]))
-                 for name in list_videos(cls_dir)]
+        if os.path.isdir(cls_dir):
+            jobs += flat_jobs(cls_dir, os.path.join(out, kinetics_class_name(cls)))
     return jobs
 
 
@@ -47,17 +42,8 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        check_common_args(args)
-        jobs = kinetics_jobs(args.src, args.out)
-        if not jobs:
-            raise LSNetError('no video files in %s or its class folders (pass one split folder, '
-                             'e.g. kinetics/videos/train)' % args.src)
-        return run_cli(args, jobs, FRAME_TMPL)
-    except LSNetError as exc:
-        print('error: %s' % exc, file=sys.stderr)
-        return 2
+    return extract_cli(build_parser(), argv, kinetics_jobs, FRAME_TMPL,
+                       hint=' or its class folders (pass one split folder, e.g. kinetics/videos/train)')
 
 
 if __name__ == '__main__':

@@ -16,16 +16,9 @@ import sys
 if __package__ in (None, ''):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ops.errors import LSNetError  # noqa: E402
-from tools.extract_frames import Job, add_common_args, check_common_args, list_videos, run_cli  # noqa: E402
+from tools.extract_frames import add_common_args, extract_cli, flat_jobs  # noqa: E402
 
 FRAME_TMPL = '{:06d}.jpg'
-
-
-def sthv2_jobs(src, out):
-    """One :class:`Job` per video: ``src/<id>.webm`` -> ``out/<id>``."""
-    return [Job(os.path.join(src, name), os.path.join(out, os.path.splitext(name)[0]))
-            for name in list_videos(src)]
 
 
 def build_parser():
@@ -35,16 +28,7 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        check_common_args(args)
-        jobs = sthv2_jobs(args.src, args.out)
-        if not jobs:
-            raise LSNetError('no video files in %s' % args.src)
-        return run_cli(args, jobs, FRAME_TMPL)
-    except LSNetError as exc:
-        print('error: %s' % exc, file=sys.stderr)
-        return 2
+    return extract_cli(build_parser(), argv, flat_jobs, FRAME_TMPL)  # <id>.webm -> out/<id>/
 
 
 if __name__ == '__main__':
