@@ -26,8 +26,11 @@ the stacking copy.
 
 Each timed run draws ``--clips`` clips (the list repeated in order), enough batches for the
 workers to reach a steady state.  Prints per-round figures, the ratios pipeline time / decode
-time (target ≤ 1.25) and pipeline / decode_tv, and as its last line
-``pipeline_clips_per_s=<x> decode_clips_per_s=<y>``.
+time (target ≤ 1.25) and pipeline / decode_tv -- over all rounds, and the median of the per-round
+ratios, which a neighbour's burst in one round does not move -- the CPU time per clip of the main
+process plus its workers (from ``/proc``; on a shared machine it also grows with contention, but
+not with time spent waiting for a core), and as its last line
+``pipeline_clips_per_s=<x> decode_clips_per_s=<y>`` (all rounds).
 
     python tools/bench_data.py --root_path R --list L --image_tmpl img_{:05d}.jpg \\
         --num_segments 8 --mode train --workers 2 [--generate]
@@ -192,7 +195,7 @@ def parse_args(argv):
     p.add_argument('--mode', choices=('train', 'val'), default='train')
     p.add_argument('--workers', type=int, default=0)
     p.add_argument('--batch_size', type=int, default=8)
-    p.add_argument('--rounds', type=int, default=4, help='interleaved rounds of each loader')
+    p.add_argument('--rounds', type=int, default=8, help='interleaved rounds of each loader')
     p.add_argument('--clips', type=int, default=128,
                    help='clips per timed run (the list repeated in order)')
     p.add_argument('--input_size', type=int, default=224)
@@ -220,38 +223,45 @@ def build_loaders(args, dataset):
 
 
 def run_rounds(loaders, rounds):
-    """Time every loader once per round, rotating the order → ``{name: [clips, wall s, CPU s]}``."""
+    """Time every loader once per round, rotating the order → ``{name: [(clips, wall s, CPU s)]}``."""
     for loader in loaders.values():  # warm up workers, caches, page cache
         timed_epoch(loader)
     names = list(loaders)
-    totals = {name: [0, 0.0, 0.0] for name in names}
+    runs = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             clips, wall, cpu = timed_epoch(loaders[name])
-            totals[name][0] += clips
-            totals[name][1] += wall
-            totals[name][2] = None if cpu is None or totals[name][2] is None else totals[name][2] + cpu
+            runs[name].append((clips, wall, cpu))
             print('round {} {:9s} {:4d} clips {:7.3f} s {:8.1f} clips/s  CPU {}'.format(
                 r, name, clips, wall, clips / wall,
                 '-' if cpu is None else '{:.2f} ms/clip'.format(1e3 * cpu / clips)))
-    return totals
+    return runs
 
 
-def report(args, n_videos, totals):
+def paired_ratio(runs, a, b):
+    """Median over rounds of (time per clip of ``a``) / (time per clip of ``b``) in the same round."""
+    return float(np.median([(wa / ca) / (wb / cb) for (ca, wa, _), (cb, wb, _) in zip(runs[a], runs[b])]))
+
+
+def report(args, n_videos, runs):
     """Print the ratios (wall time, and CPU time of main process + workers) and the last line."""
-    rate = {name: clips / wall for name, (clips, wall, _) in totals.items()}
+    totals = {name: [sum(r[i] for r in rs) for i in (0, 1)] for name, rs in runs.items()}
+    rate = {name: clips / wall for name, (clips, wall) in totals.items()}
     print('mode={} workers={} segments={} input={} videos={} output={} floor={}'.format(
         args.mode, args.workers, args.num_segments, args.input_size, n_videos,
         'float32 in workers' if args.normalize_in_workers else 'uint8',
         'count only' if args.no_pixels else 'pixels'))
-    print('wall time ratio pipeline/decode {:.3f} (target <= 1.25); pipeline/decode_tv {:.3f}'.format(
-        rate['decode'] / rate['pipeline'], rate['decode_tv'] / rate['pipeline']))
-    cpu = {name: c / clips for name, (clips, _, c) in totals.items() if c}
-    if len(cpu) == len(totals):
+    print('wall time ratio pipeline/decode {:.3f} (target <= 1.25), median of rounds {:.3f}; '
+          'pipeline/decode_tv {:.3f}, median {:.3f}'.format(
+              rate['decode'] / rate['pipeline'], paired_ratio(runs, 'pipeline', 'decode'),
+              rate['decode_tv'] / rate['pipeline'], paired_ratio(runs, 'pipeline', 'decode_tv')))
+    if all(cpu is not None for rs in runs.values() for _, _, cpu in rs):
+        cpu = {name: sum(r[2] for r in rs) / sum(r[0] for r in rs) for name, rs in runs.items()}
         print('CPU ms per clip (main + workers): pipeline {:.2f} decode {:.2f} decode_tv {:.2f}; '
               'CPU time ratio pipeline/decode {:.3f}; pipeline/decode_tv {:.3f}'.format(
                   1e3 * cpu['pipeline'], 1e3 * cpu['decode'], 1e3 * cpu['decode_tv'],
-                  cpu['pipeline'] / cpu['decode'], cpu['pipeline'] / cpu['decode_tv']))
+                  cpu['pipeline'] / max(cpu['decode'], 1e-9),
+                  cpu['pipeline'] / max(cpu['decode_tv'], 1e-9)))
     print('pipeline_clips_per_s={:.1f} decode_clips_per_s={:.1f}'.format(rate['pipeline'], rate['decode']))
 
 
@@ -273,11 +283,11 @@ def main(argv=None):
         dataset = TSNDataSet(args.root_path, args.list, num_segments=args.num_segments,
                              image_tmpl=args.image_tmpl, transform=transform,
                              random_shift=(args.mode == 'train'))
-        totals = run_rounds(build_loaders(args, dataset), args.rounds)
+        runs = run_rounds(build_loaders(args, dataset), args.rounds)
     except LSNetError as e:
         print('error: {}'.format(e), file=sys.stderr)
         return 2
-    report(args, len(dataset), totals)
+    report(args, len(dataset), runs)
     return 0
 
 
