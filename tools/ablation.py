@@ -117,6 +117,29 @@ def _launch(cmd, log_path, threads):
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log
 
 
+def _reap(proc):
+    """(exit code, CPU seconds) of a finished child, (None, None) while it runs; never blocks.
+
+    ``os.wait4`` also gives the child's user + system CPU time (its loader workers included), a cost
+    figure that other load on a shared machine barely changes, unlike wall time.
+    """
+    if not hasattr(os, 'wait4'):
+        return proc.poll(), None
+    pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+    if pid == 0:
+        return None, None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+def record_cost(args, model, wall, cpu):
+    """Add the training wall / CPU seconds to the run's provenance file."""
+    info = read_provenance(args, model)
+    info.update(train_wall_seconds=round(wall, 1), train_cpu_seconds=None if cpu is None else round(cpu, 1))
+    with open(provenance_path(args, model), 'w') as f:
+        json.dump(info, f, indent=1)
+
+
 def trained(args, root, model):
     """True when the run's checkpoint holds its last epoch (training finished earlier)."""
     path = checkpoint_path(args, root, model)
@@ -156,7 +179,8 @@ def run_all(args, root, models):
                 print('[ablation] training {} (log {})'.format(model, log_path), flush=True)
             time.sleep(2)
             for model, (stage, start, proc, log) in list(running.items()):
-                if proc.poll() is None:
+                code, cpu = _reap(proc)
+                if code is None:
                     continue
                 log.close()
                 if proc.returncode != 0:
@@ -165,6 +189,7 @@ def run_all(args, root, models):
                         stage, model, proc.returncode, log.name))
                 if stage == 'train':
                     took[model] = time.time() - start
+                    record_cost(args, model, took[model], cpu)
                     evaluate(model, start)
                     print('[ablation] {} trained in {:.0f} s, evaluating'.format(model, took[model]), flush=True)
                 else:
@@ -238,6 +263,11 @@ def git_state():
             return ''
     dirty = [line[3:] for line in git('status', '--porcelain', '--untracked-files=no').splitlines()]
     return {'commit': git('rev-parse', 'HEAD').strip() or 'unknown', 'dirty': dirty}
+
+
+def code_changes(info):
+    """Uncommitted Python files a run was trained with, tests excluded."""
+    return [f for f in info.get('dirty', []) if f.endswith('.py') and not f.startswith('tests/')]
 
 
 def provenance_path(args, model):
@@ -351,7 +381,8 @@ def main(argv=None):
                                     args.batch_size, args.lr, args.seed))
     header = 'Synthetic ablation, top-1 % on the validation set ({}).'.format(budget)
     runs = {m: read_provenance(args, m) for m in args.models}
-    commits = sorted({r.get('commit', '?')[:7] + ('+dirty' if r.get('dirty') else '') for r in runs.values()})
+    commits = sorted({r.get('commit', '?')[:7] + ('+uncommitted' if code_changes(r) else '')
+                      for r in runs.values()})
     header += ' Code: commit {}.'.format(', '.join(commits))
     text = header + '\n\n' + table + '\n'
     with open(os.path.join(args.out, 'table.md'), 'w') as f:
@@ -363,6 +394,10 @@ def main(argv=None):
         write_diagnostics(args, root, [m for m in args.models if '--lsm' in MODELS[m]])
     if took:
         print('training wall time: ' + ', '.join('{} {:.0f} s'.format(m, s) for m, s in took.items()))
+    cpu = {m: r['train_cpu_seconds'] for m, r in runs.items() if r.get('train_cpu_seconds')}
+    if cpu:
+        print('training CPU time (user + system, loader workers included): ' +
+              ', '.join('{} {:.0f} s'.format(m, s) for m, s in cpu.items()))
         print('total {:.0f} s'.format(time.time() - t0))
     return 0
 
