@@ -201,3 +201,22 @@ def test_reduced_size_jpeg_decoding(tmp_path):
     png = str(tmp_path / 'f.png')
     Image.fromarray(np.full((8, 10, 3), 7, np.uint8)).save(png)
     assert int(read_frames([png], min_short_side=2)[0, 0, 0, 0]) == 7  # non-JPEG: PIL, full size
+
+
+def test_bench_data_smoke(tmp_path, capsys):
+    """tools/bench_data.py end to end on two tiny generated videos: both floors, the required last line."""
+    from tools import bench_data
+    root, lst = str(tmp_path / 'frames'), str(tmp_path / 'list.txt')
+    common = ['--root_path', root, '--list', lst, '--num_segments', '2', '--batch_size', '2',
+              '--clips', '4', '--rounds', '1']
+    threads = torch.get_num_threads()
+    try:  # the tool runs on one thread
+        assert bench_data.main(common + ['--generate', '--videos', '2', '--frames', '4']) == 0
+        assert bench_data.main(common + ['--mode', 'val', '--no_pixels']) == 0
+    finally:
+        torch.set_num_threads(threads)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith('pipeline_clips_per_s=') and ' decode_clips_per_s=' in lines[-1]
+    assert any(line.startswith('wall time ratio pipeline/decode') for line in lines)
+    pixels = bench_data.DecodeOnly(TSNDataSet(root, lst, num_segments=2, random_shift=False))[0]
+    assert pixels.shape == (2, 256, 340, 3) and pixels.dtype == torch.uint8
