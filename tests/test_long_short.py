@@ -319,7 +319,7 @@ def test_every_new_parameter_learns_under_partial_bn():
     assert all(bn.num_batches_tracked.item() == 3 for bn in lsm_bns)
 
 
-def _fit_previous_frame(alpha_gain, tap_gain, steps=100, signal=0.02):
+def _fit_previous_frame(alpha_gain, tap_gain, steps=200, signal=0.05):
     """Train a long-only module + linear read-out to output, at each frame, channel 0 of the frame
     before (reachable only through the temporal taps), with the loss scaled by ``signal`` so the
     gradient is as weak as one block's share in a deep network.  Returns (first loss, mean of the
@@ -352,9 +352,9 @@ def test_long_branch_taps_escape_the_zero_alpha_saddle():
     loss where it started; with the default gains the same budget learns the temporal kernel.
     """
     first, last, moved = _fit_previous_frame(1.0, 1.0)
-    assert moved < 0.02 and last > 0.8 * first
+    assert moved < 0.05 and last > 0.7 * first
     first, last, moved = _fit_previous_frame(None, None)
-    assert moved > 0.5 and last < 0.2 * first
+    assert moved > 0.5 and last < 0.1 * first
 
 
 def test_checkpoint_of_the_unscaled_parametrisation_is_refused():
