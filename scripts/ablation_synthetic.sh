@@ -9,13 +9,19 @@
 # Environment: LSNET_DATA_ROOT (default ./data; the set goes to $LSNET_DATA_ROOT/synthetic),
 # ABLATION_OUT (default ./ablation), ABLATION_EPOCHS (default 10), ABLATION_JOBS (models trained
 # at once, default 1), ABLATION_THREADS (torch threads per run, default 2), ABLATION_GEN_ARGS
-# (generator flags for a smoke run, e.g. "--train_per_class 2 --val_per_class 1").
+# (generator flags for a smoke run, e.g. "--train_per_class 2 --val_per_class 1"), ABLATION_SEEDS
+# (e.g. "0 1 2": one ablation per seed in $ABLATION_OUT/seed<N>, then the mean (min-max) table).
 # Extra arguments go to tools/ablation.py (e.g. --models TSM LSNet, --force).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 DATA_ROOT="${LSNET_DATA_ROOT:-./data}"
+SEEDS=()
+if [ -n "${ABLATION_SEEDS:-}" ]; then
+    read -r -a SEEDS <<< "$ABLATION_SEEDS"
+    SEEDS=(--seeds "${SEEDS[@]}")
+fi
 
 python tools/ablation.py --root "$DATA_ROOT/synthetic" --out "${ABLATION_OUT:-./ablation}" \
     --epochs "${ABLATION_EPOCHS:-10}" --jobs "${ABLATION_JOBS:-1}" --threads "${ABLATION_THREADS:-2}" \
-    --gen_args "${ABLATION_GEN_ARGS:-}" "$@"
+    --gen_args "${ABLATION_GEN_ARGS:-}" "${SEEDS[@]}" "$@"

@@ -7,6 +7,7 @@ model flags differ.  The table printed at the end gives top-1 accuracy per class
 accuracy inside each temporal pair (the pair's two scores compared, where chance is 50%).
 
     python tools/ablation.py --out ablation --epochs 10 --jobs 2 --threads 1
+    python tools/ablation.py --out ablation --seeds 0 1 2   # OUT/seed<N> each, plus a mean table
 
 Finished runs are reused unless ``--force``: a run whose evaluation JSON exists is skipped, and a
 run whose checkpoint already holds the last epoch is only evaluated.  ``--models`` picks a subset.
@@ -60,6 +61,9 @@ def build_parser():
     p.add_argument('--batch_size', type=int, default=16)
     p.add_argument('--lr', type=float, default=0.01)
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seeds', type=int, nargs='+', default=None,
+                   help='repeat the ablation with each seed (runs in OUT/seed<N>) and print the '
+                        'mean (min-max) table over them; overrides --seed')
     p.add_argument('--jobs', type=int, default=1, help='models trained at the same time')
     p.add_argument('--threads', type=int, default=1, help='torch threads per run (OMP_NUM_THREADS)')
     p.add_argument('--workers', type=int, default=1, help='data loading workers per run (-j)')
@@ -172,7 +176,8 @@ def run_all(args, root, models):
                     evaluate(model, time.time())
                     continue
                 with open(provenance_path(args, model), 'w') as f:
-                    json.dump(dict(git_state(), argv=train_argv(args, root, model)), f, indent=1)
+                    json.dump(dict(git_state(), argv=train_argv(args, root, model), threads=args.threads),
+                              f, indent=1)
                 log_path = os.path.join(out, model + '.train.log')
                 cmd = [sys.executable, 'main.py'] + train_argv(args, root, model)
                 running[model] = ('train', time.time()) + _launch(cmd, log_path, args.threads)
@@ -358,6 +363,76 @@ def diagnostics_table(model_name, rows, clips):
     return '\n'.join(lines)
 
 
+def recipe(args, seeds, runs):
+    """One line naming the training recipe shared by ``runs`` (their recorded thread counts)."""
+    threads = sorted({r.get('threads', args.threads) for r in runs.values()})
+    return ('{} epochs, {} {}x{}px segments, batch {}, lr {} cos (1 warm-up epoch), wd 5e-4, {}, '
+            'from scratch, {} torch thread(s) per run'.format(
+                args.epochs, args.arch, args.num_segments, args.input_size, args.batch_size, args.lr,
+                'seed {}'.format(seeds[0]) if len(seeds) == 1 else 'seeds ' + ', '.join(map(str, seeds)),
+                '/'.join(map(str, threads))))
+
+
+def commits_of(runs):
+    """'abc1234, def5678+uncommitted': the code the runs were trained with."""
+    return ', '.join(sorted({r.get('commit', '?')[:7] + ('+uncommitted' if code_changes(r) else '')
+                             for r in runs.values()}))
+
+
+def ablate(args, root):
+    """Train, evaluate and tabulate ``args.models`` for ``args.seed`` in ``args.out``; returns the summary."""
+    os.makedirs(args.out, exist_ok=True)
+    todo = [m for m in args.models if args.force or not os.path.exists(os.path.join(args.out, m + '.json'))]
+    t0 = time.time()
+    took = run_all(args, root, todo)
+    table, numbers = make_table(args, root, args.models)
+    runs = {m: read_provenance(args, m) for m in args.models}
+    budget = recipe(args, [args.seed], runs)
+    text = 'Synthetic ablation, top-1 % on the validation set ({}). Code: commit {}.\n\n{}\n'.format(
+        budget, commits_of(runs), table)
+    summary = {'budget': budget, 'train_seconds': took, 'accuracy': numbers, 'runs': runs}
+    with open(os.path.join(args.out, 'table.md'), 'w') as f:
+        f.write(text)
+    with open(os.path.join(args.out, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=1)
+    print('\n' + text)
+    if args.diagnose:
+        write_diagnostics(args, root, [m for m in args.models if '--lsm' in MODELS[m]])
+    if took:
+        print('training wall time: ' + ', '.join('{} {:.0f} s'.format(m, s) for m, s in took.items()))
+        print('total {:.0f} s'.format(time.time() - t0))
+    cpu = {m: r['train_cpu_seconds'] for m, r in runs.items() if r.get('train_cpu_seconds')}
+    if cpu:
+        print('training CPU time (user + system, loader workers included): ' +
+              ', '.join('{} {:.0f} s'.format(m, s) for m, s in cpu.items()))
+    return summary
+
+
+def seed_args(args, seed, first):
+    """``args`` for one seed of ``--seeds``: its own folder OUT/seed<N>; diagnostics for the first only."""
+    sargs = argparse.Namespace(**vars(args))
+    sargs.seed, sargs.out = seed, os.path.join(args.out, 'seed{}'.format(seed))
+    sargs.diagnose = args.diagnose and first
+    return sargs
+
+
+def mean_table(summaries, models):
+    """Markdown table of 'mean (min-max)' over seeds for every row of the per-seed tables."""
+    labels = list(next(iter(summaries.values()))['accuracy'])
+    width = max(len(label) for label in labels)
+    lines = ['| {} | {} |'.format('group'.ljust(width), ' | '.join('{:>17}'.format(m) for m in models)),
+             '|{}|{}|'.format('-' * (width + 2), '|'.join('-' * 19 for _ in models))]
+    numbers = {}
+    for label in labels:
+        cells = []
+        for m in models:
+            accs = [s['accuracy'][label][m] for s in summaries.values()]
+            numbers.setdefault(label, {})[m] = {'mean': float(np.mean(accs)), 'min': min(accs), 'max': max(accs)}
+            cells.append('{:>17}'.format('{:.1f} ({:.1f}-{:.1f})'.format(np.mean(accs), min(accs), max(accs))))
+        lines.append('| {} | {} |'.format(label.ljust(width), ' | '.join(cells)))
+    return '\n'.join(lines), numbers
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -368,37 +443,23 @@ def main(argv=None):
         if not os.path.exists(os.path.join(root, 'synthetic_meta.json')):
             subprocess.run([sys.executable, 'tools/gen_synthetic.py', '--out', root] + args.gen_args.split(),
                            cwd=ROOT, check=True)
-        todo = [m for m in args.models
-                if args.force or not os.path.exists(os.path.join(args.out, m + '.json'))]
-        t0 = time.time()
-        took = run_all(args, root, todo)
-        table, numbers = make_table(args, root, args.models)
+        if not args.seeds:
+            ablate(args, root)
+            return 0
+        summaries = {s: ablate(seed_args(args, s, i == 0), root) for i, s in enumerate(args.seeds)}
     except LSNetError as e:
         print('error: {}'.format(e), file=sys.stderr)
         return 2
-    budget = ('{} epochs, {} {}x{}px segments, batch {}, lr {} cos (1 warm-up epoch), wd 5e-4, seed {}, '
-              'from scratch'.format(args.epochs, args.arch, args.num_segments, args.input_size,
-                                    args.batch_size, args.lr, args.seed))
-    header = 'Synthetic ablation, top-1 % on the validation set ({}).'.format(budget)
-    runs = {m: read_provenance(args, m) for m in args.models}
-    commits = sorted({r.get('commit', '?')[:7] + ('+uncommitted' if code_changes(r) else '')
-                      for r in runs.values()})
-    header += ' Code: commit {}.'.format(', '.join(commits))
-    text = header + '\n\n' + table + '\n'
+    table, numbers = mean_table(summaries, args.models)
+    runs = {'seed{}/{}'.format(s, m): r for s, summ in summaries.items() for m, r in summ['runs'].items()}
+    budget = recipe(args, args.seeds, runs)
+    text = ('Synthetic ablation, top-1 % on the validation set, mean (min-max) over {} seeds ({}). '
+            'Code: commit {}.\n\n{}\n'.format(len(args.seeds), budget, commits_of(runs), table))
     with open(os.path.join(args.out, 'table.md'), 'w') as f:
         f.write(text)
     with open(os.path.join(args.out, 'summary.json'), 'w') as f:
-        json.dump({'budget': budget, 'train_seconds': took, 'accuracy': numbers, 'runs': runs}, f, indent=1)
+        json.dump({'budget': budget, 'accuracy': numbers, 'runs': runs}, f, indent=1)
     print('\n' + text)
-    if args.diagnose:
-        write_diagnostics(args, root, [m for m in args.models if '--lsm' in MODELS[m]])
-    if took:
-        print('training wall time: ' + ', '.join('{} {:.0f} s'.format(m, s) for m, s in took.items()))
-    cpu = {m: r['train_cpu_seconds'] for m, r in runs.items() if r.get('train_cpu_seconds')}
-    if cpu:
-        print('training CPU time (user + system, loader workers included): ' +
-              ', '.join('{} {:.0f} s'.format(m, s) for m, s in cpu.items()))
-        print('total {:.0f} s'.format(time.time() - t0))
     return 0
 
 
