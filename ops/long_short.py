@@ -30,8 +30,8 @@ consistent signal; and the temporal part of ``L`` is ``α`` times the taps' offs
 two factors that both start at zero (a saddle: each one's gradient is proportional to the other).
 Under one learning rate the O(1)-scale ``α`` and taps also move far more slowly, relative to their
 size, than conv weights of scale 1/sqrt(fan-in).  Trained that way (the synthetic ablation of
-README.md), ``α`` ended at 0.005-0.03 and the kernels within 0.003 of the identity: the taps added
-0.1-0.4 % of ``h``.  So the branch stores ``α / ALPHA_GAIN`` and ``(kernel - identity) / TAP_GAIN``:
+README.md), ``α`` ended at 0.005-0.03 and the side taps at 0.003 or less: the taps added
+0.08-0.4 % of ``h``.  So the branch stores ``α / ALPHA_GAIN`` and ``(kernel - identity) / TAP_GAIN``:
 the forward pass is the spec's, the initial state is the spec's (``α = 0``, identity taps), but SGD
 moves ``α`` and the kernels ``gain²`` times faster, and weight decay pulls the kernels towards the
 identity, not towards zero -- a learning-rate multiplier (``gain²``, with weight decay ``gain²``
