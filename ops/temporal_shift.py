@@ -8,7 +8,8 @@ nothing to take gets zeros.
 Four implementations with bit-identical results:
 - :func:`shift_slicing` — the plain formula (zeros, then slice copies); reference for tests.
 - :class:`ShiftFunction` (mode ``'fast'``) — writes each output element exactly once, backward is
-  the opposite shift.
+  the opposite shift. On CPU one compiled C loop does it (:mod:`ops.native_shift`); elsewhere, or
+  without a C compiler, five ATen slice operations.
 - :class:`ShiftConv2dFunction` (mode ``'lean'``) — shift fused with the wrapped ``conv1`` of a
   residual branch; only the *unshifted* input is kept for backward and the shift is recomputed
   there, so TSM keeps no more activations alive than TSN.
@@ -24,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ops import native_shift
 from ops.errors import LSNetError
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,6 @@ def shift_slicing(x, n_segment, fold_div=8):
     return out.view(nt, c, h, w)
 
 
-
-
 def _slice_copies(src, dst, fold, direction):
     """Fill ``dst`` (N, T, C, ...) from ``src``: each element written once."""
     if fold > 0:
@@ -60,17 +60,6 @@ def _slice_copies(src, dst, fold, direction):
     dst[:, :, 2 * fold:] = src[:, :, 2 * fold:]
 
 
-def _shift_into(x5, fold, direction):
-    """Shift a ``(N, T, C, H, W)`` tensor into a fresh tensor, each element written once.
-
-    ``direction=+1`` is the forward shift (first fold takes t+1, second fold takes t-1);
-    ``direction=-1`` the opposite one (used for gradients).
-    """
-    out = torch.empty_like(x5)
-    _slice_copies(x5, out, fold, direction)
-    return out
-
-
 def _check_shape(x, n_segment):
     if x.dim() != 4 or x.size(0) % n_segment != 0:
         raise ValueError('temporal shift expects (N*T, C, H, W) with N*T divisible by T={}, got {}'
@@ -78,10 +67,17 @@ def _check_shape(x, n_segment):
 
 
 def shift_tensor(x, n_segment, fold, direction=1):
-    """Non-differentiable shift of ``(N*T, C, H, W)`` by ``fold`` channels each way."""
-    nt, c, h, w = x.shape
-    x5 = x.view(nt // n_segment, n_segment, c, h, w)
-    return _shift_into(x5, fold, direction).view(nt, c, h, w)
+    """Non-differentiable shift of ``(N*T, C, H, W)`` into a fresh tensor, each element written once.
+
+    ``direction=+1`` is the forward shift (first fold takes t+1, second fold takes t-1);
+    ``direction=-1`` the opposite one (used for gradients).
+    """
+    out = torch.empty_like(x)
+    if not native_shift.shift_into(x, out, n_segment, fold, direction):
+        nt, c, h, w = x.shape
+        shape5 = (nt // n_segment, n_segment, c, h, w)
+        _slice_copies(x.view(shape5), out.view(shape5), fold, direction)
+    return out
 
 
 class ShiftFunction(torch.autograd.Function):
@@ -94,6 +90,8 @@ class ShiftFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        if not torch.is_grad_enabled():  # the usual first-order backward: no node to record
+            return shift_tensor(grad_out, ctx.n_segment, ctx.fold, -1), None, None
         # the opposite shift is itself linear, so this backward is differentiable again
         return ShiftBackFunction.apply(grad_out, ctx.n_segment, ctx.fold), None, None
 
