@@ -6,7 +6,10 @@
 # evaluates each with test_models.py --class_groups, and prints top-1 accuracy per class group and
 # inside each temporal pair (tools/ablation.py does the work; it reuses finished runs).
 #
-# Environment: LSNET_DATA_ROOT (default ./data; the set goes to $LSNET_DATA_ROOT/synthetic),
+# The set is the quick start's 14 classes plus the long-range order pair (gen_synthetic.py
+# --families ... order_long), 16 classes, in its own folder.
+#
+# Environment: LSNET_DATA_ROOT (default ./data; the set goes to $LSNET_DATA_ROOT/synthetic_ablation),
 # ABLATION_OUT (default ./ablation), ABLATION_EPOCHS (default 10), ABLATION_JOBS (models trained
 # at once, default 1), ABLATION_THREADS (torch threads per run, default 2), ABLATION_GEN_ARGS
 # (generator flags for a smoke run, e.g. "--train_per_class 2 --val_per_class 1"), ABLATION_SEEDS
@@ -22,6 +25,6 @@ if [ -n "${ABLATION_SEEDS:-}" ]; then
     SEEDS=(--seeds "${SEEDS[@]}")
 fi
 
-python tools/ablation.py --root "$DATA_ROOT/synthetic" --out "${ABLATION_OUT:-./ablation}" \
+python tools/ablation.py --root "$DATA_ROOT/synthetic_ablation" --out "${ABLATION_OUT:-./ablation}" \
     --epochs "${ABLATION_EPOCHS:-10}" --jobs "${ABLATION_JOBS:-1}" --threads "${ABLATION_THREADS:-2}" \
     --gen_args "${ABLATION_GEN_ARGS:-}" "${SEEDS[@]}" "$@"

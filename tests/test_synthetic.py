@@ -142,3 +142,16 @@ def test_cli_force(tmp_path, capsys):
     assert gs.main(args + ['--seed', '2']) == 2
     assert 'error:' in capsys.readouterr().err
     assert gs.main(args + ['--seed', '2', '--force']) == 0
+
+
+def test_long_order_flashes_are_far_apart():
+    """order_long: a red flash of >= 5 of 24 frames, then, >= 1/4 of the clip later, a blue one
+    (the partner class is the same clip reversed, checked above for every pair)."""
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        clip = gs._draw_clip('order_long', 0, rng, 24, 64).astype(int)
+        red = np.flatnonzero(((clip[..., 0] - clip[..., 2]) > 120).reshape(24, -1).any(1))
+        blue = np.flatnonzero(((clip[..., 2] - clip[..., 0]) > 120).reshape(24, -1).any(1))
+        assert len(red) >= 5 and len(blue) >= 5
+        assert red[-1] - red[0] == len(red) - 1 and blue[-1] - blue[0] == len(blue) - 1  # one flash each
+        assert blue[0] - red[-1] >= 24 // 4

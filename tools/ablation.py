@@ -35,6 +35,10 @@ if ROOT not in sys.path:
 
 from ops.errors import LSNetError  # noqa: E402
 
+# the quick start's classes plus the long-range order pair (after "order", as in the table)
+ABLATION_FAMILIES = ('horizontal', 'vertical', 'rotation', 'scale', 'order', 'order_long', 'speed',
+                     'appearance')
+
 # model name -> extra main.py flags
 MODELS = {
     'TSN': [],
@@ -50,8 +54,9 @@ MODELS = {
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--root', default=None,
-                   help='synthetic dataset folder (default $LSNET_DATA_ROOT/synthetic, else ./data/synthetic); '
-                        'generated when missing')
+                   help='synthetic dataset folder (default $LSNET_DATA_ROOT/synthetic_ablation, else '
+                        './data/synthetic_ablation); generated when missing, with the quick start\'s '
+                        'classes plus the long-range order pair (order_long)')
     p.add_argument('--out', default='ablation', help='folder for runs, scores and the table')
     p.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS))
     p.add_argument('--arch', default='resnet18')
@@ -68,7 +73,8 @@ def build_parser():
     p.add_argument('--threads', type=int, default=1, help='torch threads per run (OMP_NUM_THREADS)')
     p.add_argument('--workers', type=int, default=1, help='data loading workers per run (-j)')
     p.add_argument('--gen_args', default='', help='extra tools/gen_synthetic.py flags, e.g. '
-                                                   '"--train_per_class 8 --val_per_class 4" for a smoke run')
+                                                   '"--train_per_class 8 --val_per_class 4" for a smoke run '
+                                                   '(--families here replaces the default families)')
     p.add_argument('--force', action='store_true', help='retrain runs that already have results')
     p.add_argument('--no_diagnose', dest='diagnose', action='store_false',
                    help='skip the long-short diagnostics of the LSNet runs (α, taps, branch '
@@ -81,7 +87,16 @@ def dataset_root(args):
     if args.root:
         return os.path.abspath(args.root)
     base = os.environ.get('LSNET_DATA_ROOT')
-    return os.path.abspath(os.path.join(base, 'synthetic') if base else os.path.join('data', 'synthetic'))
+    return os.path.abspath(os.path.join(base or 'data', 'synthetic_ablation'))
+
+
+def generator_argv(args):
+    """tools/gen_synthetic.py flags: the default families plus order_long, unless --gen_args names
+    its own --families."""
+    extra = args.gen_args.split()
+    if '--families' in extra:
+        return extra
+    return ['--families', *ABLATION_FAMILIES] + extra
 
 
 def train_argv(args, root, model):
@@ -441,7 +456,7 @@ def main(argv=None):
         root = dataset_root(args)
         os.makedirs(args.out, exist_ok=True)
         if not os.path.exists(os.path.join(root, 'synthetic_meta.json')):
-            subprocess.run([sys.executable, 'tools/gen_synthetic.py', '--out', root] + args.gen_args.split(),
+            subprocess.run([sys.executable, 'tools/gen_synthetic.py', '--out', root] + generator_argv(args),
                            cwd=ROOT, check=True)
         if not args.seeds:
             ablate(args, root)

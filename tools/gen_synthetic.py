@@ -5,8 +5,8 @@ Shapes move, rotate, grow, change colour and orbit over static textured backgrou
 right->left, top->bottom / bottom->top [direction]; rotate clockwise / counterclockwise [rotation];
 approach (grow) / recede (shrink) [scale]; red turns blue / blue turns red [order]; orbit slow / fast
 [speed]; ring / cross [appearance] -- 14 classes, 100 train + 30 val clips each.  Optional families
-(``families=``): "presence" (appear / disappear) and "order_long" (a disc flash then a square flash,
-or the reverse: only long-range order separates them).  Most classes come in
+(``families=``): "presence" (appear / disappear) and "order_long" (a red flash, then, a third of the
+clip or more later, a blue one, or the reverse: only long-range order separates them).  Most classes come in
 *temporal pairs*: the clips of one class are the clips of its partner played backwards (each random
 draw is rendered once and written both ways), so the two classes have exactly the same frames, only
 in opposite order.  A frame-averaging model (TSN) therefore cannot beat chance inside a pair, while
@@ -62,14 +62,13 @@ FAMILIES = {
     'scale': ('scale', ['approach_grow', 'recede_shrink'], 'pair'),
     'presence': ('presence', ['appear', 'disappear'], 'pair'),
     'order': ('order', ['red_turns_blue', 'blue_turns_red'], 'pair'),
-    'order_long': ('long_order', ['disc_flash_then_square_flash', 'square_flash_then_disc_flash'],
-                   'pair'),
+    'order_long': ('long_order', ['red_flash_then_blue_flash', 'blue_flash_then_red_flash'], 'pair'),
     'speed': ('speed', ['orbit_slow', 'orbit_fast'], 'independent'),
     'appearance': ('appearance', ['ring_shape', 'cross_shape'], 'independent'),
 }
 DEFAULT_FAMILIES = ('horizontal', 'vertical', 'rotation', 'scale', 'order', 'speed', 'appearance')
 # optional families (``families=...``): 'presence' (appear / disappear) and 'order_long' (two brief
-# flashes, disc then square or the reverse: only their long-range order tells the classes apart)
+# flashes far apart, red then blue or the reverse: only their long-range order tells the classes apart)
 # shapes the temporal families draw from; the appearance classes own 'ring' and 'cross'
 PLAIN_SHAPES = ('disc', 'square', 'triangle')
 # horizontal flip maps these classes onto each other (everything else is flip-invariant)
@@ -234,17 +233,20 @@ def _draw_clip(family, k, rng, frames, size):
         layers = [_layer(shape, red, frames, cx, cy, r, theta0, 1 - on),
                   _layer(shape, blue, frames, cx, cy, r, theta0, on)]
     elif family == 'order_long':
-        # long-range order: two time-symmetric flashes (on for >= 1/4 of the clip): disc early, square late
-        width = 0.25
-        t_a = rng.uniform(0.0, 0.2)
-        t_b = rng.uniform(0.55, 0.75)
-        colour_b = _object_colour(rng, dark)
+        # long-range order: a red flash early and a blue flash late (the partner, played backwards:
+        # blue early, red late), the same shape at two random places.  Each flash lasts >= 5 of 24
+        # frames, so every segment grid samples it; >= 1/3 of the clip separates the two.  Colour,
+        # which every model sees at 32 px, tells the flashes apart: only their order is hard.
+        width = 0.22
+        t_a = rng.uniform(0.0, 0.15)
+        t_b = rng.uniform(t_a + 0.55, 1.0 - width)
+        red = np.array([0.95, 0.12, 0.1], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
+        blue = np.array([0.1, 0.3, 0.95], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
         layers = []
-        for shp, col, t0 in (('disc', colour, t_a), ('square', colour_b, t_b)):
+        for col, t0 in ((red, t_a), (blue, t_b)):
             on = ((tau >= t0) & (tau <= t0 + width)).astype(np.float32)
-            cx, cy = rng.uniform(0.38, 0.62, size=2) * S
-            layers.append(_layer(shp, col, frames, cx, cy, rng.uniform(0.2, 0.28) * S,
-                                 rng.uniform(0, 2 * np.pi), on))
+            cx, cy = rng.uniform(0.32, 0.68, size=2) * S
+            layers.append(_layer(shape, col, frames, cx, cy, rng.uniform(0.2, 0.28) * S, theta0, on))
     elif family == 'speed':
         # orbit: slow = one turn per clip, fast = three turns; with evenly spaced samples both
         # visit the same ring of positions, only the step between consecutive samples differs
