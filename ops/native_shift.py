@@ -124,6 +124,8 @@ def shift_into(src, dst, n_segment, fold, direction):
         return False
     nt, c, h, w = src.shape
     if nt:
+        # like ATen's grain size: no thread gets less than 128 KiB to copy
+        threads = max(1, min(torch.get_num_threads(), (src.numel() * src.element_size()) >> 17))
         fn(src.data_ptr(), dst.data_ptr(), nt // n_segment, n_segment, c, h * w * src.element_size(),
-           fold, direction, torch.get_num_threads())
+           fold, direction, threads)
     return True
