@@ -6,9 +6,10 @@
  * is zeroed (all-zero bytes are 0 in every floating and integer dtype). Each output byte is written
  * once, so the result is bit-identical to the slice-copy formula.
  *
- * The threads split the output into equal row ranges; each copies maximal runs of rows that share a
- * source (inside one frame: the two shifted folds and the rest), so the copies are long memcpy's.
- * Built and loaded by ops/native_shift.py; OpenMP shares the libgomp that torch loaded. */
+ * The threads split the output into equal row ranges; each copies the runs of rows that share a
+ * source (inside one frame: the two shifted folds and the rest) in memcpy's of at most CHUNK_BYTES:
+ * a single memcpy of a multi-megabyte run takes glibc's streaming-store path, which lost to clone()
+ * on the benchmark. Built and loaded by ops/native_shift.py; OpenMP shares torch's libgomp. */
 #include <stddef.h>
 #include <string.h>
 #ifdef _OPENMP
