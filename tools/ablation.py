@@ -394,6 +394,15 @@ def commits_of(runs):
                              for r in runs.values()}))
 
 
+def write_results(out, text, summary):
+    """OUT/table.md (``text``, also printed) and OUT/summary.json."""
+    with open(os.path.join(out, 'table.md'), 'w') as f:
+        f.write(text)
+    with open(os.path.join(out, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=1)
+    print('\n' + text)
+
+
 def ablate(args, root):
     """Train, evaluate and tabulate ``args.models`` for ``args.seed`` in ``args.out``; returns the summary."""
     os.makedirs(args.out, exist_ok=True)
@@ -406,11 +415,7 @@ def ablate(args, root):
     text = 'Synthetic ablation, top-1 % on the validation set ({}). Code: commit {}.\n\n{}\n'.format(
         budget, commits_of(runs), table)
     summary = {'budget': budget, 'train_seconds': took, 'accuracy': numbers, 'runs': runs}
-    with open(os.path.join(args.out, 'table.md'), 'w') as f:
-        f.write(text)
-    with open(os.path.join(args.out, 'summary.json'), 'w') as f:
-        json.dump(summary, f, indent=1)
-    print('\n' + text)
+    write_results(args.out, text, summary)
     if args.diagnose:
         write_diagnostics(args, root, [m for m in args.models if '--lsm' in MODELS[m]])
     if took:
@@ -470,11 +475,7 @@ def main(argv=None):
     budget = recipe(args, args.seeds, runs)
     text = ('Synthetic ablation, top-1 % on the validation set, mean (min-max) over {} seeds ({}). '
             'Code: commit {}.\n\n{}\n'.format(len(args.seeds), budget, commits_of(runs), table))
-    with open(os.path.join(args.out, 'table.md'), 'w') as f:
-        f.write(text)
-    with open(os.path.join(args.out, 'summary.json'), 'w') as f:
-        json.dump({'budget': budget, 'accuracy': numbers, 'runs': runs}, f, indent=1)
-    print('\n' + text)
+    write_results(args.out, text, {'budget': budget, 'accuracy': numbers, 'runs': runs})
     return 0
 
 
