@@ -140,7 +140,8 @@ def build_model(args, num_class, fc_lr5=True):
                temporal_pool=args.temporal_pool, non_local=args.non_local,
                input_size=args.input_size, shift_mode=args.shift_mode,
                lsm=args.lsm, lsm_reduction=args.lsm_reduction, lsm_groups=args.lsm_groups,
-               lsm_branches=tuple(args.lsm_branches))
+               lsm_branches=tuple(args.lsm_branches),
+               lsm_short_stages=args.lsm_short_stages, lsm_long_stages=args.lsm_long_stages)
 
 
 def check_resume_config(ckpt, model, path):

@@ -117,6 +117,11 @@ def build_train_parser():
     m.add_argument('--lsm_groups', type=int, default=4)
     m.add_argument('--lsm_branches', type=str, nargs='+', default=['short', 'long'],
                    help='branches to use, space or comma separated: short, long (default: both)')
+    m.add_argument('--lsm_short_stages', type=str, nargs='+', default=['1', '2', '3', '4'],
+                   help='backbone stages (1-4: ResNet layer1..layer4, MobileNetV2 by output stride) '
+                        'whose shifted blocks get the short-term branch (default: all)')
+    m.add_argument('--lsm_long_stages', type=str, nargs='+', default=['1', '2', '3', '4'],
+                   help='stages whose shifted blocks get the long-term branch (default: all)')
     return p
 
 

@@ -71,6 +71,8 @@ from ops.errors import LSNetError
 log = logging.getLogger(__name__)
 
 BRANCHES = ('short', 'long')
+# Backbone stages, numbered as ResNet's layer1..layer4 (output stride 4, 8, 16, 32).
+STAGES = (1, 2, 3, 4)
 # Gains of the long branch's reparametrised α and tap offsets (see LongTermBranch).
 ALPHA_GAIN = 3.0
 TAP_GAIN = 3.0
@@ -280,6 +282,43 @@ def normalize_branches(branches):
     return tuple(b for b in BRANCHES if b in names)
 
 
+def normalize_stages(stages, flag='--lsm_stages'):
+    """[3, 4] / '3,4' / ['3', '4'] -> sorted tuple of stage numbers in 1..4 (may be empty)."""
+    if isinstance(stages, str):
+        stages = [stages]
+    stages = [part for item in stages for part in str(item).replace(',', ' ').split()]
+    try:
+        out = sorted({int(v) for v in stages})
+    except (TypeError, ValueError):
+        raise LSNetError(f'{flag} {stages!r}: give stage numbers from 1 to 4') from None
+    bad = [v for v in out if v not in STAGES]
+    if bad:
+        raise LSNetError(f'{flag} {" ".join(map(str, bad))}: stages are numbered 1 to 4 '
+                         f'(ResNet layer1..layer4, or the MobileNetV2 blocks at output stride 4..32)')
+    return tuple(out)
+
+
+def _block_stages(base_model):
+    """{id(block): stage} for the residual blocks of a ResNet (layerK) or MobileNetV2 (by stride)."""
+    stages = {}
+    for k in STAGES:
+        layer = getattr(base_model, f'layer{k}', None)
+        if isinstance(layer, nn.Module):
+            for m in layer.modules():
+                stages.setdefault(id(m), k)
+    features = getattr(base_model, 'features', None)
+    if isinstance(features, nn.Sequential):
+        stride = 1
+        for block in features:
+            s = getattr(block, 'stride', None)
+            if s is None:  # the stem (conv-BN-ReLU with stride 2) or the last 1x1 conv
+                conv = next((m for m in block.modules() if isinstance(m, nn.Conv2d)), None)
+                s = conv.stride[0] if conv is not None else 1
+            stride *= s
+            stages[id(block)] = max(1, min(4, stride.bit_length() - 2))  # 4 -> 1, ..., 32 -> 4
+    return stages
+
+
 def _is_shift(module):
     """True for a TemporalShift wrapper (ops.temporal_shift), recognised by its ``.net``."""
     try:
@@ -347,15 +386,20 @@ def _conv_in_channels(module):
     raise LSNetError(f'--lsm: no Conv2d found in shifted layer {type(module).__name__}')
 
 
-def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branches=BRANCHES):
-    """Insert a LongShortModule as ``.lsm`` into every block TSM shifted; returns the count.
+def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branches=BRANCHES,
+                    short_stages=STAGES, long_stages=STAGES):
+    """Insert a LongShortModule as ``.lsm`` into the blocks TSM shifted; returns the count.
 
     ResNets (torchvision BasicBlock/Bottleneck, shift place ``blockres`` or ``block``, also inside
     non-local wrappers): after conv1-BN-ReLU, channels = conv1's output.  MobileNetV2 (blocks with
     ``.conv`` whose first layer is shifted and a residual connection): on the residual branch input.
+    A block of stage ``k`` (:data:`STAGES`) gets the short branch when ``k`` is in ``short_stages``
+    and the long one when it is in ``long_stages``; a block with neither gets no module.
     Existing module names are untouched.
     """
     branches = normalize_branches(branches)
+    wanted = {'short': normalize_stages(short_stages, '--lsm_short_stages'),
+              'long': normalize_stages(long_stages, '--lsm_long_stages')}
     arch_l = arch.lower()
     if not (arch_l.startswith('resnet') or 'mobilenet' in arch_l):
         raise LSNetError(f'--lsm supports resnet* and mobilenetv2 backbones, not --arch {arch}')
@@ -364,9 +408,12 @@ def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branche
         for child in module.children():
             parents[id(child)] = module
 
-    count = 0
+    block_stage = _block_stages(base_model)
+    count = shifted = 0
     for name, module in list(base_model.named_modules()):
         cls = type(module)
+        stage = block_stage.get(id(module))
+        here = tuple(b for b in branches if stage in wanted[b])
         if cls in _RESNET_BLOCKS:
             parent = parents.get(id(module))
             if _is_shift(module.conv1):
@@ -375,20 +422,32 @@ def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branche
                 segments = _segments_of(parent, n_segment)  # shift_place 'block'
             else:
                 continue
+            shifted += 1
+            if not here:
+                continue
             channels = module.bn1.num_features
             module.__class__ = _RESNET_BLOCKS[cls]
         elif (isinstance(getattr(module, 'conv', None), nn.Sequential) and len(module.conv)
               and _is_shift(module.conv[0]) and getattr(module, 'use_res_connect', False)):
+            shifted += 1
+            if not here:
+                continue
             segments = _segments_of(module.conv[0], n_segment)
             channels = _conv_in_channels(module.conv[0])
             module.__class__ = _lsm_inverted_residual(cls)
         else:
             continue
-        module.lsm = LongShortModule(channels, segments, reduction, groups, branches)
+        module.lsm = LongShortModule(channels, segments, reduction, groups, here)
         count += 1
-    if count == 0:
+    if shifted == 0:
         raise LSNetError(f'--lsm needs --shift: no temporally shifted block found in --arch {arch}')
-    log.info('LSM (%s) added to %d shifted blocks of %s', ','.join(branches), count, arch)
+    if count == 0:
+        raise LSNetError(f'--lsm: --lsm_short_stages {" ".join(map(str, wanted["short"])) or "(none)"} '
+                         f'and --lsm_long_stages {" ".join(map(str, wanted["long"])) or "(none)"} leave '
+                         f'none of the {shifted} shifted blocks of --arch {arch} with a branch of '
+                         f'--lsm_branches {",".join(branches)}')
+    log.info('LSM (%s) added to %d of %d shifted blocks of %s (short in stages %s, long in stages %s)',
+             ','.join(branches), count, shifted, arch, wanted['short'], wanted['long'])
     return count
 
 

@@ -15,7 +15,7 @@ from torch.nn.modules.conv import _ConvNd
 from archs.backbones import build_backbone
 from ops.basic_ops import ConsensusModule
 from ops.errors import LSNetError
-from ops.long_short import normalize_branches
+from ops.long_short import normalize_branches, normalize_stages
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ class TSN(nn.Module):
                  consensus_type='avg', before_softmax=True, dropout=0.8, crop_num=1, partial_bn=True,
                  pretrain='imagenet', is_shift=False, shift_div=8, shift_place='blockres', fc_lr5=False,
                  temporal_pool=False, non_local=False, input_size=224, shift_mode='fast',
-                 lsm=False, lsm_reduction=16, lsm_groups=4, lsm_branches=('short', 'long')):
+                 lsm=False, lsm_reduction=16, lsm_groups=4, lsm_branches=('short', 'long'),
+                 lsm_short_stages=(1, 2, 3, 4), lsm_long_stages=(1, 2, 3, 4)):
         super().__init__()
         if modality not in MODALITIES:
             raise LSNetError('unknown modality {!r} (choose from {})'.format(modality, ', '.join(MODALITIES)))
@@ -62,7 +63,9 @@ class TSN(nn.Module):
             is_shift=is_shift, shift_div=shift_div, shift_place=shift_place, fc_lr5=fc_lr5,
             temporal_pool=temporal_pool, non_local=non_local, input_size=input_size,
             shift_mode=shift_mode, lsm=lsm, lsm_reduction=lsm_reduction, lsm_groups=lsm_groups,
-            lsm_branches=list(normalize_branches(lsm_branches)) if lsm else list(lsm_branches))
+            lsm_branches=list(normalize_branches(lsm_branches)) if lsm else list(lsm_branches),
+            lsm_short_stages=list(normalize_stages(lsm_short_stages, '--lsm_short_stages')),
+            lsm_long_stages=list(normalize_stages(lsm_long_stages, '--lsm_long_stages')))
         self.num_class = num_class
         self.num_segments = num_segments
         self.modality = modality
@@ -104,7 +107,8 @@ class TSN(nn.Module):
             if self.lsm:
                 from ops.long_short import make_long_short
                 make_long_short(self.base_model, arch, self.num_segments, self._kwargs['lsm_reduction'],
-                                self._kwargs['lsm_groups'], tuple(self._kwargs['lsm_branches']))
+                                self._kwargs['lsm_groups'], tuple(self._kwargs['lsm_branches']),
+                                self._kwargs['lsm_short_stages'], self._kwargs['lsm_long_stages'])
         if self.non_local:
             from ops.non_local import make_non_local
             make_non_local(self.base_model, self.num_segments,

@@ -179,6 +179,36 @@ def test_shapes_and_placement(arch):
         assert mods[0].channels == model.base_model.features[3].conv[0].net.in_channels
 
 
+def _branches_by_block(model):
+    return {n.replace('base_model.', '').rsplit('.lsm', 1)[0]: m.branches
+            for n, m in model.named_modules() if isinstance(m, LongShortModule)}
+
+
+def test_stage_selection_per_branch():
+    """--lsm_short_stages / --lsm_long_stages: ResNet by layerK, MobileNetV2 by output stride."""
+    model = _model('resnet18', 4, lsm_short_stages=[3, 4], lsm_long_stages='2,3,4')
+    got = _branches_by_block(model)
+    assert got == {'layer2.0': ('long',), 'layer2.1': ('long',),
+                   **{f'layer{k}.{i}': ('short', 'long') for k in (3, 4) for i in (0, 1)}}
+    # blocks left without a module keep torchvision's forward and run as plain TSM blocks
+    assert type(model.base_model.layer1[0]).__name__ == 'BasicBlock'
+    assert model.config()['lsm_short_stages'] == [3, 4] and model.config()['lsm_long_stages'] == [2, 3, 4]
+    # MobileNetV2's residual blocks: features 3 at stride 4, 5-6 at 8, 8-13 at 16, 15-16 at 32
+    mb = _branches_by_block(_model('mobilenetv2', 4, lsm_short_stages=[1], lsm_long_stages=[4]))
+    assert mb == {'features.3': ('short',), 'features.15': ('long',), 'features.16': ('long',)}
+    mb = _branches_by_block(_model('mobilenetv2', 4, lsm_short_stages=[2], lsm_long_stages=[3]))
+    assert sorted(mb) == ['features.{}'.format(i) for i in (10, 12, 13, 5, 6, 8, 9)]
+    # late LSNet still equals TSM at initialisation
+    torch.manual_seed(0)
+    tsm = _model('resnet18', 4, lsm=False).eval()
+    late = _model('resnet18', 4, lsm_short_stages=[3, 4], lsm_long_stages=[3, 4]).eval()
+    missing = late.load_state_dict(tsm.state_dict(), strict=False).missing_keys
+    assert missing and all('.lsm.' in k for k in missing)
+    x = torch.randn(1, 4 * 3, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.allclose(late(x), tsm(x), atol=1e-6)
+
+
 def test_bottleneck_shapes_and_identity_at_init():
     """Bottleneck blocks (a one-block-per-stage ResNet, so the test stays small)."""
     import copy
@@ -268,6 +298,12 @@ def test_user_errors():
         normalize_branches(['short', 'medium'])
     with pytest.raises(LSNetError, match='not a whole number of clips'):
         LongShortModule(16, 4)(torch.randn(6, 16, 4, 4))
+    with pytest.raises(LSNetError, match='--lsm_short_stages 5: stages are numbered 1 to 4'):
+        _model('resnet18', 4, lsm_short_stages=[5])
+    with pytest.raises(LSNetError, match='--lsm_long_stages .*give stage numbers'):
+        _model('resnet18', 4, lsm_long_stages=['x'])
+    with pytest.raises(LSNetError, match='leave none of the 8 shifted blocks'):
+        _model('resnet18', 4, lsm_branches=['long'], lsm_long_stages=[])
     assert normalize_branches('long,short') == ('short', 'long')
     assert normalize_branches(['short,long']) == ('short', 'long')
 
@@ -385,5 +421,14 @@ def test_store_name_round_trip_through_weight_name_parsing():
     cfg.pop('dataset')
     model = build_model_from_config(cfg, num_class=5, pretrain='none', input_size=SIZE)
     assert len(_lsm_modules(model)) == 8
+    args = build_train_parser().parse_args(
+        ['synthetic', 'RGB', '--arch', 'resnet18', '--num_segments', '4', '--shift', '--lsm',
+         '--lsm_short_stages', '3,4', '--lsm_long_stages', '2', '3', '4'])
+    assert (args.lsm_short_stages, args.lsm_long_stages) == (['3,4'], ['2', '3', '4'])
+    model = build_model_from_config(dict(num_class=5, num_segments=4, base_model='resnet18', is_shift=True,
+                                         lsm=True, lsm_short_stages=args.lsm_short_stages,
+                                         lsm_long_stages=args.lsm_long_stages), pretrain='none',
+                                    input_size=SIZE)
+    assert len(_lsm_modules(build_model_from_config(model.config(), pretrain='none'))) == 6
     args_tsm = build_train_parser().parse_args(['synthetic', 'RGB', '--arch', 'resnet18', '--shift'])
     assert not parse_weight_name(store_name(args_tsm) + '.pth')['lsm']

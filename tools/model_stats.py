@@ -50,7 +50,8 @@ def model_kwargs(args):
                 shift_place=args.shift_place, temporal_pool=args.temporal_pool,
                 non_local=args.non_local, input_size=args.input_size, shift_mode=args.shift_mode,
                 lsm=args.lsm, lsm_reduction=args.lsm_reduction, lsm_groups=args.lsm_groups,
-                lsm_branches=tuple(args.lsm_branches))
+                lsm_branches=tuple(args.lsm_branches),
+                lsm_short_stages=args.lsm_short_stages, lsm_long_stages=args.lsm_long_stages)
 
 
 def build_model(kwargs):
@@ -206,6 +207,8 @@ def build_parser():
     p.add_argument('--lsm_reduction', type=int, default=16)
     p.add_argument('--lsm_groups', type=int, default=4)
     p.add_argument('--lsm_branches', nargs='+', default=['short', 'long'])
+    p.add_argument('--lsm_short_stages', nargs='+', default=['1', '2', '3', '4'])
+    p.add_argument('--lsm_long_stages', nargs='+', default=['1', '2', '3', '4'])
     p.add_argument('--input_size', type=int, default=224)
     p.add_argument('--batch_size', type=int, default=1, help='clips per timed forward (default 1)')
     p.add_argument('--runs', type=int, default=5, help='timed forward passes (fastest reported)')
