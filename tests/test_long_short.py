@@ -432,3 +432,20 @@ def test_store_name_round_trip_through_weight_name_parsing():
     assert len(_lsm_modules(build_model_from_config(model.config(), pretrain='none'))) == 6
     args_tsm = build_train_parser().parse_args(['synthetic', 'RGB', '--arch', 'resnet18', '--shift'])
     assert not parse_weight_name(store_name(args_tsm) + '.pth')['lsm']
+
+
+def test_ablation_models_build_what_their_names_say(tmp_path):
+    """tools/ablation.py's model table, parsed by main.py's parser, gives the intended LSM placement."""
+    from opts import build_train_parser
+    from tools import ablation
+    args = ablation.build_parser().parse_args(['--out', str(tmp_path), '--num_segments', '4'])
+    assert args.models == ['TSN', 'TSM', 'LSNet', 'LSNet-short', 'LSNet-long']
+    expected = {'TSM': {}, 'LSNet': {f'layer{k}.{i}': ('short', 'long') for k in range(1, 5) for i in (0, 1)},
+                'LSNet-late': {f'layer{k}.{i}': ('short', 'long') for k in (3, 4) for i in (0, 1)},
+                'LSNet-long-late': {f'layer{k}.{i}': ('long',) for k in (3, 4) for i in (0, 1)}}
+    for name, placement in expected.items():
+        t = build_train_parser().parse_args(ablation.train_argv(args, str(tmp_path), name))
+        model = TSN(5, t.num_segments, base_model=t.arch, pretrain='none', is_shift=t.shift, lsm=t.lsm,
+                    lsm_branches=t.lsm_branches, lsm_short_stages=t.lsm_short_stages,
+                    lsm_long_stages=t.lsm_long_stages, input_size=SIZE)
+        assert _branches_by_block(model) == placement, name

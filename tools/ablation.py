@@ -48,7 +48,13 @@ MODELS = {
                     '--lsm_branches', 'short'],
     'LSNet-long': ['--shift', '--shift_div', '8', '--shift_place', 'blockres', '--lsm',
                    '--lsm_branches', 'long'],
+    # placement variants (not in the default set): both branches only in layer3-layer4
+    'LSNet-late': ['--shift', '--shift_div', '8', '--shift_place', 'blockres', '--lsm',
+                   '--lsm_short_stages', '3', '4', '--lsm_long_stages', '3', '4'],
+    'LSNet-long-late': ['--shift', '--shift_div', '8', '--shift_place', 'blockres', '--lsm',
+                        '--lsm_branches', 'long', '--lsm_long_stages', '3', '4'],
 }
+DEFAULT_MODELS = ['TSN', 'TSM', 'LSNet', 'LSNet-short', 'LSNet-long']
 
 
 def build_parser():
@@ -58,7 +64,8 @@ def build_parser():
                         './data/synthetic_ablation); generated when missing, with the quick start\'s '
                         'classes plus the long-range order pair (order_long)')
     p.add_argument('--out', default='ablation', help='folder for runs, scores and the table')
-    p.add_argument('--models', nargs='+', default=list(MODELS), choices=list(MODELS))
+    p.add_argument('--models', nargs='+', default=DEFAULT_MODELS, choices=list(MODELS),
+                   help='models to train (default: %(default)s)')
     p.add_argument('--arch', default='resnet18')
     p.add_argument('--num_segments', type=int, default=8)
     p.add_argument('--input_size', type=int, default=32)
