@@ -151,7 +151,8 @@ def check_resume_config(ckpt, model, path):
         return
     current = model.config()
     for key in ('base_model', 'modality', 'num_class', 'num_segments', 'is_shift', 'shift_div',
-                'shift_place', 'temporal_pool', 'non_local', 'lsm', 'consensus_type'):
+                'shift_place', 'temporal_pool', 'non_local', 'lsm', 'lsm_reduction', 'lsm_groups',
+                'lsm_branches', 'lsm_short_stages', 'lsm_long_stages', 'consensus_type'):
         if key in stored and key in current and stored[key] != current[key]:
             raise LSNetError('--resume {}: checkpoint has {}={!r} but the flags give {!r}'
                              .format(path, key, stored[key], current[key]))

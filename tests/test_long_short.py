@@ -449,3 +449,14 @@ def test_ablation_models_build_what_their_names_say(tmp_path):
                     lsm_branches=t.lsm_branches, lsm_short_stages=t.lsm_short_stages,
                     lsm_long_stages=t.lsm_long_stages, input_size=SIZE)
         assert _branches_by_block(model) == placement, name
+
+
+def test_resume_names_a_changed_lsm_placement():
+    import main as train_main
+    stored = {'config': _model('resnet18', 4, lsm_short_stages=[3, 4]).config()}
+    with pytest.raises(LSNetError, match=r"lsm_short_stages=\[3, 4\] but the flags give \[1, 2, 3, 4\]"):
+        train_main.check_resume_config(stored, _model('resnet18', 4), 'ckpt.pth.tar')
+    train_main.check_resume_config(stored, _model('resnet18', 4, lsm_short_stages='3 4'), 'ckpt.pth.tar')
+    # checkpoints written before the stage flags existed carry no stage keys: nothing to compare
+    old = {'config': {k: v for k, v in stored['config'].items() if not k.endswith('_stages')}}
+    train_main.check_resume_config(old, _model('resnet18', 4), 'ckpt.pth.tar')
