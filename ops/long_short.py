@@ -386,6 +386,25 @@ def _conv_in_channels(module):
     raise LSNetError(f'--lsm: no Conv2d found in shifted layer {type(module).__name__}')
 
 
+def _shifted_block(module, parents, n_segment):
+    """(segments, channels, LSM subclass) for a block TSM shifted, else None."""
+    cls = type(module)
+    if cls in _RESNET_BLOCKS:
+        parent = parents.get(id(module))
+        if _is_shift(module.conv1):
+            segments = _segments_of(module.conv1, n_segment)
+        elif parent is not None and _is_shift(parent) and parent.net is module:
+            segments = _segments_of(parent, n_segment)  # shift_place 'block'
+        else:
+            return None
+        return segments, module.bn1.num_features, _RESNET_BLOCKS[cls]
+    if (isinstance(getattr(module, 'conv', None), nn.Sequential) and len(module.conv)
+            and _is_shift(module.conv[0]) and getattr(module, 'use_res_connect', False)):
+        return (_segments_of(module.conv[0], n_segment), _conv_in_channels(module.conv[0]),
+                _lsm_inverted_residual(cls))
+    return None
+
+
 def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branches=BRANCHES,
                     short_stages=STAGES, long_stages=STAGES):
     """Insert a LongShortModule as ``.lsm`` into the blocks TSM shifted; returns the count.
@@ -404,39 +423,22 @@ def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branche
     if not (arch_l.startswith('resnet') or 'mobilenet' in arch_l):
         raise LSNetError(f'--lsm supports resnet* and mobilenetv2 backbones, not --arch {arch}')
     parents = {}
-    for name, module in base_model.named_modules():
+    for module in base_model.modules():
         for child in module.children():
             parents[id(child)] = module
 
     block_stage = _block_stages(base_model)
     count = shifted = 0
-    for name, module in list(base_model.named_modules()):
-        cls = type(module)
-        stage = block_stage.get(id(module))
-        here = tuple(b for b in branches if stage in wanted[b])
-        if cls in _RESNET_BLOCKS:
-            parent = parents.get(id(module))
-            if _is_shift(module.conv1):
-                segments = _segments_of(module.conv1, n_segment)
-            elif parent is not None and _is_shift(parent) and parent.net is module:
-                segments = _segments_of(parent, n_segment)  # shift_place 'block'
-            else:
-                continue
-            shifted += 1
-            if not here:
-                continue
-            channels = module.bn1.num_features
-            module.__class__ = _RESNET_BLOCKS[cls]
-        elif (isinstance(getattr(module, 'conv', None), nn.Sequential) and len(module.conv)
-              and _is_shift(module.conv[0]) and getattr(module, 'use_res_connect', False)):
-            shifted += 1
-            if not here:
-                continue
-            segments = _segments_of(module.conv[0], n_segment)
-            channels = _conv_in_channels(module.conv[0])
-            module.__class__ = _lsm_inverted_residual(cls)
-        else:
+    for module in list(base_model.modules()):
+        found = _shifted_block(module, parents, n_segment)
+        if found is None:
             continue
+        shifted += 1
+        here = tuple(b for b in branches if block_stage.get(id(module)) in wanted[b])
+        if not here:
+            continue
+        segments, channels, lsm_cls = found
+        module.__class__ = lsm_cls
         module.lsm = LongShortModule(channels, segments, reduction, groups, here)
         count += 1
     if shifted == 0:

@@ -40,19 +40,17 @@ ABLATION_FAMILIES = ('horizontal', 'vertical', 'rotation', 'scale', 'order', 'or
                      'appearance')
 
 # model name -> extra main.py flags
+_TSM = ['--shift', '--shift_div', '8', '--shift_place', 'blockres']
+_LSNET = _TSM + ['--lsm']
 MODELS = {
     'TSN': [],
-    'TSM': ['--shift', '--shift_div', '8', '--shift_place', 'blockres'],
-    'LSNet': ['--shift', '--shift_div', '8', '--shift_place', 'blockres', '--lsm'],
-    'LSNet-short': ['--shift', '--shift_div', '8', '--shift_place', 'blockres', '--lsm',
-                    '--lsm_branches', 'short'],
-    'LSNet-long': ['--shift', '--shift_div', '8', '--shift_place', 'blockres', '--lsm',
-                   '--lsm_branches', 'long'],
-    # placement variants (not in the default set): both branches only in layer3-layer4
-    'LSNet-late': ['--shift', '--shift_div', '8', '--shift_place', 'blockres', '--lsm',
-                   '--lsm_short_stages', '3', '4', '--lsm_long_stages', '3', '4'],
-    'LSNet-long-late': ['--shift', '--shift_div', '8', '--shift_place', 'blockres', '--lsm',
-                        '--lsm_branches', 'long', '--lsm_long_stages', '3', '4'],
+    'TSM': _TSM,
+    'LSNet': _LSNET,
+    'LSNet-short': _LSNET + ['--lsm_branches', 'short'],
+    'LSNet-long': _LSNET + ['--lsm_branches', 'long'],
+    # placement variants (not in the default set): branches only in layer3-layer4
+    'LSNet-late': _LSNET + ['--lsm_short_stages', '3', '4', '--lsm_long_stages', '3', '4'],
+    'LSNet-long-late': _LSNET + ['--lsm_branches', 'long', '--lsm_long_stages', '3', '4'],
 }
 DEFAULT_MODELS = ['TSN', 'TSM', 'LSNet', 'LSNet-short', 'LSNet-long']
 
