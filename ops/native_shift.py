@@ -6,7 +6,10 @@ shift moves the bytes of one ``clone()`` at its speed. Same bytes as the slice f
 
 The source is compiled on first use with the system C compiler (``$CC``, else ``cc``; OpenMP when
 the compiler has it) into a cache folder (``$LSNET_CACHE_DIR``, else ``$XDG_CACHE_HOME/lsnet`` or
-``~/.cache/lsnet``) and loaded with ctypes, which releases the GIL during the call. No compiler, a
+``~/.cache/lsnet``) and loaded with ctypes, which releases the GIL during the call. A shift whose
+source and output together exceed the last-level cache writes its output with non-temporal stores
+(see the C source): the output would leave the cache before it is read anyway, and skipping the
+read-for-ownership of every output line makes the shift cheaper than a ``clone()``. No compiler, a
 failed build, ``LSNET_NATIVE_SHIFT=0``, a non-CPU device or a non-contiguous tensor: the caller
 falls back to the ATen slice copies (same numbers), and the reason is logged once.
 """
@@ -25,7 +28,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'temporal_shift.c')
 _FLAG_SETS = (['-O3', '-fopenmp'], ['-O3'])  # without OpenMP the loop runs on one thread
-_state = {'lib': None, 'tried': False}
+_state = {'lib': None, 'tried': False, 'stream_bytes': None}
 _lock = threading.Lock()
 
 
@@ -80,9 +83,40 @@ def _load():
     except OSError as e:
         return None, 'cannot load {}: {}'.format(target, e)
     fn = lib.lsnet_temporal_shift
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_long] * 5 + [ctypes.c_int] * 2
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_long] * 5 + [ctypes.c_int] * 3
     fn.restype = None
     return fn, None
+
+
+def last_level_cache_bytes(sysfs='/sys/devices/system/cpu/cpu0/cache'):
+    """Size of CPU 0's largest cache level from Linux sysfs ("32768K"), or None when unknown."""
+    best = None
+    try:
+        entries = os.listdir(sysfs)
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            with open(os.path.join(sysfs, entry, 'level')) as f:
+                level = int(f.read())
+            with open(os.path.join(sysfs, entry, 'size')) as f:
+                text = f.read().strip().upper()
+        except (OSError, ValueError):
+            continue
+        scale = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}.get(text[-1:], 1)
+        digits = text.rstrip('KMG')
+        if digits.isdigit() and (best is None or level > best[0]):
+            best = (level, int(digits) * scale)
+    return None if best is None else best[1]
+
+
+def stream_min_bytes():
+    """Output size from which the shift streams its output past the cache: half the last-level
+    cache (source and output together fill it), 8 MiB when the cache size is unknown."""
+    if _state['stream_bytes'] is None:
+        llc = last_level_cache_bytes()
+        _state['stream_bytes'] = llc // 2 if llc else 8 << 20
+    return _state['stream_bytes']
 
 
 def kernel():
@@ -125,7 +159,8 @@ def shift_into(src, dst, n_segment, fold, direction):
     nt, c, h, w = src.shape
     if nt:
         # like ATen's grain size: no thread gets less than 128 KiB to copy
-        threads = max(1, min(torch.get_num_threads(), (src.numel() * src.element_size()) >> 17))
+        nbytes = src.numel() * src.element_size()
+        threads = max(1, min(torch.get_num_threads(), nbytes >> 17))
         fn(src.data_ptr(), dst.data_ptr(), nt // n_segment, n_segment, c, h * w * src.element_size(),
-           fold, direction, threads)
+           fold, direction, threads, int(nbytes >= stream_min_bytes()))
     return True

@@ -38,10 +38,17 @@ CASES = [(2, 4, 16, 5, 4, 2), (2, 3, 13, 3, 3, 3), (3, 1, 8, 2, 2, 1), (1, 4, 7,
          (2, 8, 24, 7, 7, 3), (1, 4, 6, 1, 1, 1), (2, 2, 5, 3, 1, 5), (1, 8, 256, 14, 14, 32)]
 
 
+@pytest.fixture(params=['plain', 'stream'])
+def store(request, monkeypatch):
+    """Run a test with plain stores and again with the non-temporal (streaming) stores forced."""
+    monkeypatch.setitem(native_shift._state, 'stream_bytes', 0 if request.param == 'stream' else 1 << 62)
+    return request.param
+
+
 @needs_cc
 @pytest.mark.parametrize('n,t,c,h,w,fold', CASES)
 @pytest.mark.parametrize('direction', [1, -1])
-def test_native_equals_aten_bit_for_bit(fresh, n, t, c, h, w, fold, direction):
+def test_native_equals_aten_bit_for_bit(fresh, store, n, t, c, h, w, fold, direction):
     x = torch.randn(n * t, c, h, w)
     assert native_shift.kernel() is not None
     out = shift_tensor(x, t, fold, direction)
@@ -52,11 +59,39 @@ def test_native_equals_aten_bit_for_bit(fresh, n, t, c, h, w, fold, direction):
 
 @needs_cc
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.uint8])
-def test_native_any_dtype(fresh, dtype):
+def test_native_any_dtype(fresh, store, dtype):
     """The loop copies bytes and zero bytes are zero in every dtype."""
     x = (torch.randn(12, 10, 3, 5) * 100).to(dtype)
     for direction in (1, -1):
         assert torch.equal(shift_tensor(x, 4, 3, direction), _aten(x, 4, 3, direction))
+
+
+@needs_cc
+def test_native_stream_unaligned_views(fresh, store):
+    """Rows that start off a 16-byte boundary (odd planes, a tensor carved out of a bigger buffer at
+    an odd element offset) take the unaligned head and tail around the streamed body."""
+    base = torch.randn(1 + 4 * 9 * 5 * 7)
+    x = base[1:].view(4, 9, 5, 7)
+    assert x.data_ptr() % 16 != 0 and x.is_contiguous()
+    for direction in (1, -1):
+        assert torch.equal(shift_tensor(x, 4, 2, direction), _aten(x, 4, 2, direction))
+
+
+def test_stream_threshold_from_sysfs(tmp_path, monkeypatch):
+    for index, (level, size) in enumerate([(1, '48K'), (2, '2048K'), (3, '32768K'), (1, '32K')]):
+        folder = tmp_path / 'index{}'.format(index)
+        folder.mkdir()
+        (folder / 'level').write_text('{}\n'.format(level))
+        (folder / 'size').write_text(size + '\n')
+    assert native_shift.last_level_cache_bytes(str(tmp_path)) == 32 << 20
+    assert native_shift.last_level_cache_bytes(str(tmp_path / 'missing')) is None
+    # half the last-level cache: source and output together fill it
+    monkeypatch.setitem(native_shift._state, 'stream_bytes', None)
+    monkeypatch.setattr(native_shift, 'last_level_cache_bytes', lambda: 32 << 20)
+    assert native_shift.stream_min_bytes() == 16 << 20
+    monkeypatch.setitem(native_shift._state, 'stream_bytes', None)
+    monkeypatch.setattr(native_shift, 'last_level_cache_bytes', lambda: None)
+    assert native_shift.stream_min_bytes() == 8 << 20
 
 
 @needs_cc
