@@ -442,7 +442,9 @@ def test_ablation_models_build_what_their_names_say(tmp_path):
     assert args.models == ['TSN', 'TSM', 'LSNet', 'LSNet-short', 'LSNet-long']
     expected = {'TSM': {}, 'LSNet': {f'layer{k}.{i}': ('short', 'long') for k in range(1, 5) for i in (0, 1)},
                 'LSNet-late': {f'layer{k}.{i}': ('short', 'long') for k in (3, 4) for i in (0, 1)},
-                'LSNet-long-late': {f'layer{k}.{i}': ('long',) for k in (3, 4) for i in (0, 1)}}
+                'LSNet-long-late': {f'layer{k}.{i}': ('long',) for k in (3, 4) for i in (0, 1)},
+                'LSNet-split': {**{f'layer{k}.{i}': ('short',) for k in (1, 2) for i in (0, 1)},
+                                **{f'layer{k}.{i}': ('long',) for k in (3, 4) for i in (0, 1)}}}
     for name, placement in expected.items():
         t = build_train_parser().parse_args(ablation.train_argv(args, str(tmp_path), name))
         model = TSN(5, t.num_segments, base_model=t.arch, pretrain='none', is_shift=t.shift, lsm=t.lsm,

@@ -48,8 +48,10 @@ MODELS = {
     'LSNet': _LSNET,
     'LSNet-short': _LSNET + ['--lsm_branches', 'short'],
     'LSNet-long': _LSNET + ['--lsm_branches', 'long'],
-    # placement variants (not in the default set): branches only in layer3-layer4
+    # placement variants (not in the default set): branches only in layer3-layer4, or the short
+    # branch in layer1-layer2 and the long one in layer3-layer4
     'LSNet-late': _LSNET + ['--lsm_short_stages', '3', '4', '--lsm_long_stages', '3', '4'],
+    'LSNet-split': _LSNET + ['--lsm_short_stages', '1', '2', '--lsm_long_stages', '3', '4'],
     'LSNet-long-late': _LSNET + ['--lsm_branches', 'long', '--lsm_long_stages', '3', '4'],
 }
 DEFAULT_MODELS = ['TSN', 'TSM', 'LSNet', 'LSNet-short', 'LSNet-long']
