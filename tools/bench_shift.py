@@ -26,7 +26,11 @@ import statistics
 import sys
 import time
 
-import torch
+# Kineto (the profiler of the memory measurement) otherwise prints its start/stop trace and a
+# failed GPU probe on CPU-only machines; set before torch loads it.
+os.environ.setdefault('KINETO_LOG_LEVEL', '6')
+
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
