@@ -59,6 +59,7 @@ parameters.
 block, without renaming any existing module, so every TSM key stays as it was and only keys
 containing ``.lsm.`` are new.
 """
+import contextlib
 import logging
 
 import torch
@@ -440,6 +441,7 @@ def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branche
         segments, channels, lsm_cls = found
         module.__class__ = lsm_cls
         module.lsm = LongShortModule(channels, segments, reduction, groups, here)
+        module.lsm.stage = block_stage.get(id(module))  # for knock-out diagnostics; not saved
         count += 1
     if shifted == 0:
         raise LSNetError(f'--lsm needs --shift: no temporally shifted block found in --arch {arch}')
@@ -454,6 +456,40 @@ def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branche
 
 
 # ------------------------------------------------------------------ diagnostics
+
+
+@contextlib.contextmanager
+def branches_off(model, off):
+    """Within the block, the LSM branches named in ``off`` (a set of ``(stage, branch)`` pairs,
+    branch ``'short'`` or ``'long'``) are switched off in every module of ``model``; a module left with
+    neither branch computes ``h' = h``, as a plain TSM block.  The branches are restored on exit."""
+    saved = [(m, m.short, m.long) for m in model.modules() if isinstance(m, LongShortModule)]
+    try:
+        for m, _, _ in saved:
+            stage = getattr(m, 'stage', None)
+            if (stage, 'short') in off:
+                m.short = None
+            if (stage, 'long') in off:
+                m.long = None
+        yield
+    finally:
+        for m, short, long_ in saved:
+            m.short, m.long = short, long_
+
+
+def knockout_variants(model):
+    """[(label, off)] for :func:`branches_off`: nothing off, each branch of each stage that has
+    one, then each branch in every stage."""
+    present = sorted({(m.stage, b) for m in model.modules() if isinstance(m, LongShortModule)
+                      for b in m.branches if getattr(m, 'stage', None) is not None},
+                     key=lambda sb: (BRANCHES.index(sb[1]), sb[0]))
+    variants = [('none', frozenset())]
+    variants += [(f'{b} in stage {s}', frozenset({(s, b)})) for s, b in present]
+    for b in BRANCHES:
+        every = frozenset(sb for sb in present if sb[1] == b)
+        if len(every) > 1:
+            variants.append((f'{b} in every stage', every))
+    return variants
 
 
 def identity_aggregate(lb, h):

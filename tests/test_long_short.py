@@ -209,6 +209,34 @@ def test_stage_selection_per_branch():
         assert torch.allclose(late(x), tsm(x), atol=1e-6)
 
 
+def test_branch_knockout_switches_off_exactly_the_named_branches():
+    """branches_off: everything off gives the TSM of the same weights, nothing off the full
+    LSNet; one stage's branch off changes the output; the branches come back afterwards."""
+    from ops.long_short import branches_off, knockout_variants
+    torch.manual_seed(0)
+    lsnet = _model('resnet18', 4, lsm_short_stages=[1, 2], lsm_long_stages=[3, 4])
+    for m in _lsm_modules(lsnet):
+        _randomize(m)
+    lsnet.eval()
+    tsm = _model('resnet18', 4, lsm=False).eval()
+    tsm.load_state_dict({k: v for k, v in lsnet.state_dict().items() if '.lsm.' not in k})
+    variants = dict(knockout_variants(lsnet))
+    assert list(variants) == ['none', 'short in stage 1', 'short in stage 2', 'long in stage 3',
+                              'long in stage 4', 'short in every stage', 'long in every stage']
+    x = torch.randn(2, 4 * 3, SIZE, SIZE)
+    with torch.no_grad():
+        full = lsnet(x)
+        with branches_off(lsnet, variants['none']):
+            assert torch.equal(lsnet(x), full)
+        with branches_off(lsnet, variants['short in every stage'] | variants['long in every stage']):
+            assert (lsnet(x) - tsm(x)).abs().max().item() <= 1e-5
+        with branches_off(lsnet, variants['long in stage 3']):
+            assert (lsnet(x) - full).abs().max().item() > 1e-3
+            assert [(m.stage, m.long is None) for m in _lsm_modules(lsnet) if 'long' in m.branches] == [
+                (3, True), (3, True), (4, False), (4, False)]
+        assert torch.equal(lsnet(x), full)
+
+
 def test_bottleneck_shapes_and_identity_at_init():
     """Bottleneck blocks (a one-block-per-stage ResNet, so the test stays small)."""
     import copy

@@ -17,8 +17,10 @@ table's header names the commits), ``OUT/table.md`` and ``OUT/summary.json``.
 
 For the runs with the long-short module the script then prints, per module, the learned α and
 temporal kernels, the size of each branch's output and the gradient norms of its parameters next to
-the rest of the block (``OUT/diagnostics.md`` / ``.json``; ``--no_diagnose`` skips it): the
-evidence that both branches learn rather than stay at their zero initialisation.
+the rest of the block: the evidence that both branches learn rather than stay at their zero
+initialisation.  Then a knock-out table: validation top-1 and per-group accuracy with each branch of
+each stage switched off at test time (``h' = h`` there, as in TSM), which shows what the trained
+network relies on.  Both go to ``OUT/diagnostics.md`` / ``.json``; ``--no_diagnose`` skips them.
 """
 import argparse
 import json
@@ -85,7 +87,8 @@ def build_parser():
     p.add_argument('--force', action='store_true', help='retrain runs that already have results')
     p.add_argument('--no_diagnose', dest='diagnose', action='store_false',
                    help='skip the long-short diagnostics of the LSNet runs (α, taps, branch '
-                        'responses and gradient norms, written to OUT/diagnostics.md)')
+                        'responses, gradient norms and the branch knock-out table, written to '
+                        'OUT/diagnostics.md)')
     p.add_argument('--diag_clips', type=int, default=64, help='clips per diagnostic batch')
     return p
 
@@ -265,13 +268,14 @@ def make_table(args, root, models):
 
 
 def write_diagnostics(args, root, models):
-    """Print :func:`diagnose` tables of ``models`` and write them to OUT/diagnostics.md / .json."""
+    """Print :func:`diagnose` and :func:`knockout` tables of ``models``; write OUT/diagnostics.md / .json."""
     import torch
     torch.set_num_threads(args.threads)
     tables, data = [], {}
     for m in models:
-        data[m] = diagnose(args, root, m)
-        tables.append(diagnostics_table(m, data[m], args.diag_clips))
+        data[m] = {'modules': diagnose(args, root, m), 'knockout': knockout(args, root, m)}
+        tables.append(diagnostics_table(m, data[m]['modules'], args.diag_clips))
+        tables.append(knockout_table(m, data[m]['knockout']))
     text = '\n\n'.join(tables) + '\n'
     with open(os.path.join(args.out, 'diagnostics.md'), 'w') as f:
         f.write(text)
@@ -322,6 +326,52 @@ def fixed_batch(model, root, list_name, count):
     return torch.stack([c for c, _ in items]), torch.tensor([y for _, y in items])
 
 
+def load_run(args, root, model_name):
+    """The trained model of one run, built from its checkpoint's stored config."""
+    from ops.checkpoint import load_checkpoint, load_weights
+    from ops.models import build_model_from_config
+    ckpt = load_checkpoint(checkpoint_path(args, root, model_name))
+    model = build_model_from_config(ckpt['config'], pretrain='none')
+    load_weights(model, ckpt, source=model_name)
+    return model
+
+
+def knockout(args, root, model_name):
+    """Validation accuracy of one trained LSNet with LSM branches switched off at test time.
+
+    One row per :func:`ops.long_short.knockout_variants` entry: the label, top-1 and the accuracy
+    of each class group, on every validation clip (1 clip, centre crop, eval mode: the protocol of
+    the ablation's test_models.py run, so the ``none`` row repeats its top-1).
+    """
+    import torch
+    from ops.long_short import branches_off, knockout_variants
+    from test_models import summarize
+    model = load_run(args, root, model_name).eval()
+    clips, labels = fixed_batch(model, root, 'val_videofolder.txt', sys.maxsize)
+    groups = json.load(open(os.path.join(root, 'class_groups.json')))
+    names = open(os.path.join(root, 'category.txt')).read().splitlines()
+    rows = []
+    for label, off in knockout_variants(model):
+        with torch.no_grad(), branches_off(model, off):
+            scores = torch.cat([model(c) for c in clips.split(32)]).float().numpy()
+        res = summarize(scores, labels.numpy(), names, groups)
+        rows.append({'off': label, 'top1': res['top1'],
+                     **{g['group']: g['acc'] for g in res['groups']}})
+    return rows
+
+
+def knockout_table(model_name, rows):
+    """Markdown table of :func:`knockout` rows."""
+    cols = [k for k in rows[0] if k != 'off']
+    lines = ['{}, branches switched off at test time: top-1 % and per class group, every validation '
+             'clip'.format(model_name), '',
+             '| switched off | ' + ' | '.join('all' if c == 'top1' else c for c in cols) + ' |',
+             '|---|' + '---:|' * len(cols)]
+    for r in rows:
+        lines.append('| {} | {} |'.format(r['off'], ' | '.join('{:.1f}'.format(r[c]) for c in cols)))
+    return '\n'.join(lines)
+
+
 def diagnose(args, root, model_name):
     """Long-short diagnostics of one trained run, one dict per LSM module.
 
@@ -331,13 +381,9 @@ def diagnose(args, root, model_name):
     """
     import torch
     import torch.nn.functional as F
-    from ops.checkpoint import load_checkpoint, load_weights
     from ops.long_short import (LongShortModule, branch_responses, gradient_norms,
                                 long_branch_parameters)
-    from ops.models import build_model_from_config
-    ckpt = load_checkpoint(checkpoint_path(args, root, model_name))
-    model = build_model_from_config(ckpt['config'], pretrain='none')
-    load_weights(model, ckpt, source=model_name)
+    model = load_run(args, root, model_name)
     mods = [(n, m) for n, m in model.named_modules() if isinstance(m, LongShortModule)]
     rows = {n: {'module': n.replace('base_model.', '')} for n, _ in mods}
     hooks = [m.register_forward_hook(lambda m, inp, out, n=n: rows[n].update(branch_responses(m, inp[0])))
