@@ -84,6 +84,12 @@ def build_parser():
     p.add_argument('--gen_args', default='', help='extra tools/gen_synthetic.py flags, e.g. '
                                                    '"--train_per_class 8 --val_per_class 4" for a smoke run '
                                                    '(--families here replaces the default families)')
+    p.add_argument('--tune_from', default=None, choices=list(MODELS),
+                   help='fine-tuning protocol: train each of --models for --tune_epochs epochs starting '
+                        'from this model\'s run of the same seed (trained first, with the recipe above, '
+                        'when missing), as LSNet is used in practice: from a TSM checkpoint. Runs are '
+                        'named <model>@<this model>')
+    p.add_argument('--tune_epochs', type=int, default=5, help='epochs of each --tune_from run')
     p.add_argument('--force', action='store_true', help='retrain runs that already have results')
     p.add_argument('--no_diagnose', dest='diagnose', action='store_false',
                    help='skip the long-short diagnostics of the LSNet runs (α, taps, branch '
@@ -109,17 +115,46 @@ def generator_argv(args):
     return ['--families', *ABLATION_FAMILIES] + extra
 
 
-def train_argv(args, root, model):
-    """main.py arguments of one run: the common recipe plus the model's flags."""
+def split_run(run):
+    """'LSNet@TSM' -> ('LSNet', 'TSM'): the model and the run it is fine-tuned from (None: from scratch)."""
+    model, _, source = run.partition('@')
+    return model, source or None
+
+
+def run_names(args):
+    """The runs of one seed, in table order: --models, or with --tune_from its source then <model>@<source>."""
+    if not args.tune_from:
+        return list(args.models)
+    return [args.tune_from] + ['{}@{}'.format(m, args.tune_from) for m in args.models]
+
+
+def run_epochs(args, run):
+    return args.tune_epochs if split_run(run)[1] else args.epochs
+
+
+def is_lsnet(run):
+    return '--lsm' in MODELS[split_run(run)[0]]
+
+
+def train_argv(args, root, run):
+    """main.py arguments of one run: the common recipe plus the model's flags (and ``--tune_from``
+    the source run's checkpoint for a fine-tuning run)."""
     out = os.path.abspath(args.out)
+    model, source = split_run(run)
+    epochs = run_epochs(args, run)
+    suffix = model.replace('-', '')
+    tune = []
+    if source:
+        suffix += 'from' + source.replace('-', '')
+        tune = ['--tune_from', checkpoint_path(args, root, source)]
     return ['synthetic', 'RGB', '--root_path', root, '--arch', args.arch, '--pretrain', 'none',
             '--num_segments', str(args.num_segments), '--input_size', str(args.input_size),
-            '--epochs', str(args.epochs), '-b', str(args.batch_size), '--lr', str(args.lr),
+            '--epochs', str(epochs), '-b', str(args.batch_size), '--lr', str(args.lr),
             '--lr_type', 'cos', '--warmup', '1', '--wd', '5e-4', '--dropout', '0.5', '--npb',
             '--gd', '20', '--seed', str(args.seed), '-j', str(args.workers),
-            '--eval-freq', str(args.epochs), '--print-freq', '50',
+            '--eval-freq', str(epochs), '--print-freq', '50',
             '--root_log', os.path.join(out, 'logs'), '--root_model', os.path.join(out, 'checkpoints'),
-            '--suffix', model.replace('-', '')] + MODELS[model]
+            '--suffix', suffix] + tune + MODELS[model]
 
 
 def checkpoint_path(args, root, model):
@@ -175,7 +210,7 @@ def trained(args, root, model):
     if args.force or not os.path.exists(path):
         return False
     from ops.checkpoint import load_checkpoint
-    return int(load_checkpoint(path).get('epoch', 0)) >= args.epochs
+    return int(load_checkpoint(path).get('epoch', 0)) >= run_epochs(args, model)
 
 
 def run_all(args, root, models):
@@ -434,11 +469,15 @@ def diagnostics_table(model_name, rows, clips):
 def recipe(args, seeds, runs):
     """One line naming the training recipe shared by ``runs`` (their recorded thread counts)."""
     threads = sorted({r.get('threads', args.threads) for r in runs.values()})
+    tune = ''
+    if args.tune_from:
+        tune = ('; <model>@{0}: {1} more epochs of the same recipe from the {0} run, '
+                'classifier kept'.format(args.tune_from, args.tune_epochs))
     return ('{} epochs, {} {}x{}px segments, batch {}, lr {} cos (1 warm-up epoch), wd 5e-4, {}, '
-            'from scratch, {} torch thread(s) per run'.format(
+            'from scratch{}, {} torch thread(s) per run'.format(
                 args.epochs, args.arch, args.num_segments, args.input_size, args.batch_size, args.lr,
                 'seed {}'.format(seeds[0]) if len(seeds) == 1 else 'seeds ' + ', '.join(map(str, seeds)),
-                '/'.join(map(str, threads))))
+                tune, '/'.join(map(str, threads))))
 
 
 def commits_of(runs):
@@ -459,18 +498,23 @@ def write_results(out, text, summary):
 def ablate(args, root):
     """Train, evaluate and tabulate ``args.models`` for ``args.seed`` in ``args.out``; returns the summary."""
     os.makedirs(args.out, exist_ok=True)
-    todo = [m for m in args.models if args.force or not os.path.exists(os.path.join(args.out, m + '.json'))]
+    names = run_names(args)
+    todo = [m for m in names if args.force or not os.path.exists(os.path.join(args.out, m + '.json'))]
     t0 = time.time()
-    took = run_all(args, root, todo)
-    table, numbers = make_table(args, root, args.models)
-    runs = {m: read_provenance(args, m) for m in args.models}
+    took = {}
+    if args.tune_from in todo:  # the fine-tuning runs start from its checkpoint
+        todo.remove(args.tune_from)
+        took.update(run_all(args, root, [args.tune_from]))
+    took.update(run_all(args, root, todo))
+    table, numbers = make_table(args, root, names)
+    runs = {m: read_provenance(args, m) for m in names}
     budget = recipe(args, [args.seed], runs)
     text = 'Synthetic ablation, top-1 % on the validation set ({}). Code: commit {}.\n\n{}\n'.format(
         budget, commits_of(runs), table)
     summary = {'budget': budget, 'train_seconds': took, 'accuracy': numbers, 'runs': runs}
     write_results(args.out, text, summary)
     if args.diagnose:
-        write_diagnostics(args, root, [m for m in args.models if '--lsm' in MODELS[m]])
+        write_diagnostics(args, root, [m for m in names if is_lsnet(m)])
     if took:
         print('training wall time: ' + ', '.join('{} {:.0f} s'.format(m, s) for m, s in took.items()))
         print('total {:.0f} s'.format(time.time() - t0))
@@ -509,8 +553,8 @@ def mean_table(summaries, models):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        if args.jobs < 1 or args.threads < 1:
-            raise LSNetError('--jobs and --threads must be >= 1')
+        if args.jobs < 1 or args.threads < 1 or args.tune_epochs < 1:
+            raise LSNetError('--jobs, --threads and --tune_epochs must be >= 1')
         root = dataset_root(args)
         os.makedirs(args.out, exist_ok=True)
         if not os.path.exists(os.path.join(root, 'synthetic_meta.json')):
@@ -523,7 +567,7 @@ def main(argv=None):
     except LSNetError as e:
         print('error: {}'.format(e), file=sys.stderr)
         return 2
-    table, numbers = mean_table(summaries, args.models)
+    table, numbers = mean_table(summaries, run_names(args))
     runs = {'seed{}/{}'.format(s, m): r for s, summ in summaries.items() for m, r in summ['runs'].items()}
     budget = recipe(args, args.seeds, runs)
     text = ('Synthetic ablation, top-1 % on the validation set, mean (min-max) over {} seeds ({}). '
