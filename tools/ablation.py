@@ -250,7 +250,7 @@ def run_all(args, root, models):
                 log.close()
                 if proc.returncode != 0:
                     del running[model]
-                    raise RuntimeError('{} of {} failed (exit {}); see {}'.format(
+                    raise LSNetError('{} of {} failed (exit {}); see {}'.format(
                         stage, model, proc.returncode, log.name))
                 if stage == 'train':
                     took[model] = time.time() - start
@@ -558,8 +558,10 @@ def main(argv=None):
         root = dataset_root(args)
         os.makedirs(args.out, exist_ok=True)
         if not os.path.exists(os.path.join(root, 'synthetic_meta.json')):
-            subprocess.run([sys.executable, 'tools/gen_synthetic.py', '--out', root] + generator_argv(args),
-                           cwd=ROOT, check=True)
+            gen = subprocess.run([sys.executable, 'tools/gen_synthetic.py', '--out', root] + generator_argv(args),
+                                 cwd=ROOT)
+            if gen.returncode != 0:  # the generator printed its own error above
+                raise LSNetError('generating the synthetic set in {} failed (exit {})'.format(root, gen.returncode))
         if not args.seeds:
             ablate(args, root)
             return 0
