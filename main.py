@@ -4,6 +4,7 @@ Single process: ``python main.py DATASET MODALITY [flags]``.  Several processes 
 processes, one or more nodes): ``torchrun --nproc_per_node N main.py ...``; ``--batch-size`` is the
 total over all processes.  See ``opts.py`` for the flags.
 """
+import contextlib
 import json
 import logging
 import os
@@ -54,6 +55,23 @@ def check_flags(args):
         raise LSNetError('--gd must be positive (got {})'.format(args.clip_gradient))
     if args.start_epoch < 0 or args.start_epoch > args.epochs:
         raise LSNetError('--start-epoch must lie in [0, --epochs] (got {})'.format(args.start_epoch))
+    if args.lsm_start and not args.lsm:
+        raise LSNetError('--lsm_start needs --lsm')
+    if not 0 <= args.lsm_start < args.epochs:
+        raise LSNetError('--lsm_start must lie in [0, --epochs) (got {})'.format(args.lsm_start))
+
+
+def lsm_phase(model, epoch, lsm_start):
+    """Context for one training epoch: before ``--lsm_start`` every long-short branch is off, so the
+    network trains as TSM and the branches' parameters get no gradient (SGD leaves them, and their
+    momentum, untouched); from that epoch on, nothing changes.  The branches output zero at their
+    initialisation, so validation with them on scores the same TSM meanwhile."""
+    if epoch >= lsm_start:
+        return contextlib.nullcontext()
+    from ops.long_short import branches_off, present_branches
+    if epoch == 0 or epoch == lsm_start - 1:
+        log.info('epoch %d: long-short branches off until epoch %d (--lsm_start)', epoch, lsm_start)
+    return branches_off(model, frozenset(present_branches(model)))
 
 
 def resolve_resume(path):
@@ -291,8 +309,10 @@ def run(args):
 
     net = model
     if world.distributed:
+        # with --lsm_start the branches' parameters take no part in the first epochs' forward passes
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == 'cuda' else None)
+            model, device_ids=[device.index] if device.type == 'cuda' else None,
+            find_unused_parameters=args.lsm_start > 0)
     elif device.type == 'cuda' and args.gpus and len(args.gpus) > 1:
         net = torch.nn.DataParallel(model, device_ids=args.gpus)
 
@@ -323,10 +343,11 @@ def run(args):
             torch.manual_seed(derive_seed(seed, epoch, world.rank, 1))  # dropout etc.: same on a resume
             train_loader.sampler.set_epoch(epoch)
             train_loader.dataset.set_epoch(epoch)
-            tr = train_one_epoch(net, train_loader, criterion, optimizer, schedule, epoch,
-                                 scaler=scaler, clip_gradient=args.clip_gradient, print_freq=args.print_freq,
-                                 should_stop=stop, on_step=lambda step, vals: logger.scalars(vals, step),
-                                 **loop_kw)
+            with lsm_phase(model, epoch, args.lsm_start):
+                tr = train_one_epoch(net, train_loader, criterion, optimizer, schedule, epoch,
+                                     scaler=scaler, clip_gradient=args.clip_gradient, print_freq=args.print_freq,
+                                     should_stop=stop, on_step=lambda step, vals: logger.scalars(vals, step),
+                                     **loop_kw)
             if tr['interrupted']:
                 log.warning('interrupted during epoch %d; last complete checkpoint: %s', epoch,
                             ckpt_path if os.path.exists(ckpt_path) else 'none')

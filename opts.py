@@ -122,6 +122,10 @@ def build_train_parser():
                         'whose shifted blocks get the short-term branch (default: all)')
     m.add_argument('--lsm_long_stages', type=str, nargs='+', default=['1', '2', '3', '4'],
                    help='stages whose shifted blocks get the long-term branch (default: all)')
+    m.add_argument('--lsm_start', type=int, default=0, metavar='EPOCH',
+                   help='train with the long-short branches off (the network is then exactly TSM) '
+                        'until this epoch; they join from their zero initialisation at this epoch '
+                        '(default 0: from the start)')
     return p
 
 

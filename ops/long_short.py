@@ -477,12 +477,17 @@ def branches_off(model, off):
             m.short, m.long = short, long_
 
 
+def present_branches(model):
+    """Sorted ``(stage, branch)`` pairs of the LSM branches in ``model`` (short ones first)."""
+    return sorted({(m.stage, b) for m in model.modules() if isinstance(m, LongShortModule)
+                   for b in m.branches if getattr(m, 'stage', None) is not None},
+                  key=lambda sb: (BRANCHES.index(sb[1]), sb[0]))
+
+
 def knockout_variants(model):
     """[(label, off)] for :func:`branches_off`: nothing off, each branch of each stage that has
     one, then each branch in every stage."""
-    present = sorted({(m.stage, b) for m in model.modules() if isinstance(m, LongShortModule)
-                      for b in m.branches if getattr(m, 'stage', None) is not None},
-                     key=lambda sb: (BRANCHES.index(sb[1]), sb[0]))
+    present = present_branches(model)
     variants = [('none', frozenset())]
     variants += [(f'{b} in stage {s}', frozenset({(s, b)})) for s, b in present]
     for b in BRANCHES:

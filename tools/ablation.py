@@ -55,6 +55,8 @@ MODELS = {
     'LSNet-late': _LSNET + ['--lsm_short_stages', '3', '4', '--lsm_long_stages', '3', '4'],
     'LSNet-split': _LSNET + ['--lsm_short_stages', '1', '2', '--lsm_long_stages', '3', '4'],
     'LSNet-long-late': _LSNET + ['--lsm_branches', 'long', '--lsm_long_stages', '3', '4'],
+    # training-recipe variant: the first half of the epochs as TSM (--lsm_start), then LSNet
+    'LSNet-delayed': _LSNET + ['--lsm_start', '{half}'],
 }
 DEFAULT_MODELS = ['TSN', 'TSM', 'LSNet', 'LSNet-short', 'LSNet-long']
 
@@ -154,7 +156,7 @@ def train_argv(args, root, run):
             '--gd', '20', '--seed', str(args.seed), '-j', str(args.workers),
             '--eval-freq', str(epochs), '--print-freq', '50',
             '--root_log', os.path.join(out, 'logs'), '--root_model', os.path.join(out, 'checkpoints'),
-            '--suffix', suffix] + tune + MODELS[model]
+            '--suffix', suffix] + tune + [f.format(half=epochs // 2) for f in MODELS[model]]
 
 
 def checkpoint_path(args, root, model):
