@@ -479,6 +479,8 @@ def test_ablation_models_build_what_their_names_say(tmp_path):
                     lsm_branches=t.lsm_branches, lsm_short_stages=t.lsm_short_stages,
                     lsm_long_stages=t.lsm_long_stages, input_size=SIZE)
         assert _branches_by_block(model) == placement, name
+    delayed = ablation.train_argv(args, str(tmp_path), 'LSNet-delayed')  # half of the 10 epochs as TSM
+    assert delayed[delayed.index('--lsm_start') + 1] == '5' and '--lsm' in delayed
 
 
 def test_resume_names_a_changed_lsm_placement():
@@ -490,3 +492,47 @@ def test_resume_names_a_changed_lsm_placement():
     # checkpoints written before the stage flags existed carry no stage keys: nothing to compare
     old = {'config': {k: v for k, v in stored['config'].items() if not k.endswith('_stages')}}
     train_main.check_resume_config(old, _model('resnet18', 4), 'ckpt.pth.tar')
+
+
+def test_lsm_start_trains_as_tsm_until_its_epoch():
+    """main.py --lsm_start: before that epoch the branches are off (no gradient, unchanged, the
+    TSM outputs), from it on they learn."""
+    import main as train_main
+    torch.manual_seed(0)
+    model = _model('resnet18', 4)
+    tsm = _model('resnet18', 4, lsm=False)
+    tsm.load_state_dict({k: v for k, v in model.state_dict().items() if '.lsm.' not in k})
+    lsm_params = {n: p for n, p in model.named_parameters() if '.lsm.' in n}
+    start = {n: p.detach().clone() for n, p in lsm_params.items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(2, 4 * 3, SIZE, SIZE), torch.tensor([0, 1])
+    model.train()
+    tsm.train()
+    with train_main.lsm_phase(model, 0, 2):
+        assert all(m.short is None and m.long is None for m in _lsm_modules(model))
+        out = model(x)
+        torch.testing.assert_close(out, tsm(x), rtol=0, atol=0)
+        F.cross_entropy(out, y).backward()
+    assert all(p.grad is None for p in lsm_params.values())
+    opt.step()
+    assert all(torch.equal(p.detach(), start[n]) for n, p in lsm_params.items())
+    assert all(m.short is not None and m.long is not None for m in _lsm_modules(model))
+    opt.zero_grad()
+    with train_main.lsm_phase(model, 2, 2):
+        F.cross_entropy(model(x), y).backward()
+    opt.step()
+    moved = {n.split('.lsm.', 1)[1] for n, p in lsm_params.items() if not torch.equal(p.detach(), start[n])}
+    assert {'short.expand.weight', 'long.scale.weight'} <= moved
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--lsm_start', '2'], '--lsm_start needs --lsm'),
+    (['--shift', '--lsm', '--lsm_start', '3'], r'--lsm_start must lie in \[0, --epochs\) \(got 3\)'),
+    (['--shift', '--lsm', '--lsm_start', '-1'], r'--lsm_start must lie in \[0, --epochs\) \(got -1\)'),
+])
+def test_lsm_start_flag_errors(flags, message):
+    import main as train_main
+    from opts import build_train_parser
+    args = build_train_parser().parse_args(['synthetic', 'RGB', '--epochs', '3'] + flags)
+    with pytest.raises(LSNetError, match=message):
+        train_main.check_flags(args)
