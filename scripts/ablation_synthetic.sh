@@ -14,7 +14,8 @@
 # at once, default 1), ABLATION_THREADS (torch threads per run, default 2), ABLATION_GEN_ARGS
 # (generator flags for a smoke run, e.g. "--train_per_class 2 --val_per_class 1"), ABLATION_SEEDS
 # (e.g. "0 1 2": one ablation per seed in $ABLATION_OUT/seed<N>, then the mean (min-max) table).
-# Extra arguments go to tools/ablation.py (e.g. --models TSM LSNet, --force).
+# Extra arguments go to tools/ablation.py (e.g. --models TSM LSNet, --force; --models TSM LSNet
+# --tune_from TSM for the fine-tuning protocol; --models TSM LSNet-delayed for --lsm_start).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -9,6 +9,10 @@ accuracy inside each temporal pair (the pair's two scores compared, where chance
     python tools/ablation.py --out ablation --epochs 10 --jobs 2 --threads 1
     python tools/ablation.py --out ablation --seeds 0 1 2   # OUT/seed<N> each, plus a mean table
 
+Fine-tuning protocol (``--tune_from TSM --models TSM LSNet``): the source model is trained with the
+recipe first, then each of ``--models`` trains ``--tune_epochs`` more epochs from its checkpoint
+(runs ``TSM@TSM``, ``LSNet@TSM``: the same extra budget for both), as LSNet is used in practice.
+
 Finished runs are reused unless ``--force``: a run whose evaluation JSON exists is skipped, and a
 run whose checkpoint already holds the last epoch is only evaluated.  ``--models`` picks a subset.
 Results: ``OUT/<model>.json`` / ``.npz`` (test_models outputs), ``OUT/<model>.train.log``,
