@@ -69,8 +69,7 @@ def lsm_phase(model, epoch, lsm_start):
     if epoch >= lsm_start:
         return contextlib.nullcontext()
     from ops.long_short import branches_off, present_branches
-    if epoch == 0 or epoch == lsm_start - 1:
-        log.info('epoch %d: long-short branches off until epoch %d (--lsm_start)', epoch, lsm_start)
+    log.info('epoch %d: long-short branches off until epoch %d (--lsm_start)', epoch, lsm_start)
     return branches_off(model, frozenset(present_branches(model)))
 
 
