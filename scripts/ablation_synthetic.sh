@@ -15,7 +15,7 @@
 # (generator flags for a smoke run, e.g. "--train_per_class 2 --val_per_class 1"), ABLATION_SEEDS
 # (e.g. "0 1 2": one ablation per seed in $ABLATION_OUT/seed<N>, then the mean (min-max) table).
 # Extra arguments go to tools/ablation.py (e.g. --models TSM LSNet, --force; --models TSM LSNet
-# --tune_from TSM for the fine-tuning protocol; --models TSM LSNet-delayed for --lsm_start).
+# --tune_from TSM for the fine-tuning protocol; --models TSM LSNet-start2 for --lsm_start 2).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

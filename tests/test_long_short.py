@@ -481,6 +481,8 @@ def test_ablation_models_build_what_their_names_say(tmp_path):
         assert _branches_by_block(model) == placement, name
     delayed = ablation.train_argv(args, str(tmp_path), 'LSNet-delayed')  # half of the 10 epochs as TSM
     assert delayed[delayed.index('--lsm_start') + 1] == '5' and '--lsm' in delayed
+    start2 = ablation.train_argv(args, str(tmp_path), 'LSNet-start2')
+    assert start2[start2.index('--lsm_start') + 1] == '2'
 
 
 def test_resume_names_a_changed_lsm_placement():

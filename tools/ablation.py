@@ -12,6 +12,8 @@ accuracy inside each temporal pair (the pair's two scores compared, where chance
 Fine-tuning protocol (``--tune_from TSM --models TSM LSNet``): the source model is trained with the
 recipe first, then each of ``--models`` trains ``--tune_epochs`` more epochs from its checkpoint
 (runs ``TSM@TSM``, ``LSNet@TSM``: the same extra budget for both), as LSNet is used in practice.
+``LSNet-start2`` / ``LSNet-delayed`` are the from-scratch counterpart inside one run: ``main.py
+--lsm_start`` keeps the branches off (the network is TSM) for the first 2 epochs / half the epochs.
 
 Finished runs are reused unless ``--force``: a run whose evaluation JSON exists is skipped, and a
 run whose checkpoint already holds the last epoch is only evaluated.  ``--models`` picks a subset.
@@ -59,7 +61,8 @@ MODELS = {
     'LSNet-late': _LSNET + ['--lsm_short_stages', '3', '4', '--lsm_long_stages', '3', '4'],
     'LSNet-split': _LSNET + ['--lsm_short_stages', '1', '2', '--lsm_long_stages', '3', '4'],
     'LSNet-long-late': _LSNET + ['--lsm_branches', 'long', '--lsm_long_stages', '3', '4'],
-    # training-recipe variant: the first half of the epochs as TSM (--lsm_start), then LSNet
+    # training-recipe variants (--lsm_start): the first 2 epochs, or the first half, as TSM
+    'LSNet-start2': _LSNET + ['--lsm_start', '2'],
     'LSNet-delayed': _LSNET + ['--lsm_start', '{half}'],
 }
 DEFAULT_MODELS = ['TSN', 'TSM', 'LSNet', 'LSNet-short', 'LSNet-long']
