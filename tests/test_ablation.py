@@ -46,3 +46,16 @@ def test_ablation_fine_tuning_protocol_starts_every_model_from_the_source_run(tm
     assert missing and all('.lsm.' in k for k in missing)
     table = open(os.path.join(out, 'table.md')).read()
     assert 'LSNet@TSM' in table and '2 more epochs of the same recipe from the TSM run' in table
+
+
+def test_ablation_refuses_a_set_made_with_other_generator_options(tmp_path, capsys):
+    out, root = str(tmp_path / 'out'), str(tmp_path / 'set')
+    small = '--train_per_class 1 --val_per_class 1 --frames 8 --size 32'
+    from tools import gen_synthetic
+    assert gen_synthetic.main(['--out', root, '--families', *ablation.ABLATION_FAMILIES] + small.split()) == 0
+    argv = ['--root', root, '--out', out, '--models', 'TSN', '--epochs', '1', '--no_diagnose',
+            '--gen_args', small.replace('--train_per_class 1', '--train_per_class 2')]
+    assert ablation.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and root in err[0] and 'num_train_per_class=1 (wanted 2)' in err[0]
+    assert 'another --root' in err[0] and not os.path.exists(os.path.join(out, 'TSN.json'))

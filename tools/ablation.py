@@ -566,11 +566,15 @@ def main(argv=None):
             raise LSNetError('--jobs, --threads and --tune_epochs must be >= 1')
         root = dataset_root(args)
         os.makedirs(args.out, exist_ok=True)
-        if not os.path.exists(os.path.join(root, 'synthetic_meta.json')):
-            gen = subprocess.run([sys.executable, 'tools/gen_synthetic.py', '--out', root] + generator_argv(args),
-                                 cwd=ROOT)
-            if gen.returncode != 0:  # the generator printed its own error above
-                raise LSNetError('generating the synthetic set in {} failed (exit {})'.format(root, gen.returncode))
+        # always through the generator: it renders a missing set and refuses an existing one made
+        # with other options (e.g. a different --train_per_class), which would skew every table
+        gen = subprocess.run([sys.executable, 'tools/gen_synthetic.py', '--out', root] + generator_argv(args),
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if gen.returncode != 0:
+            last = (gen.stderr.strip().splitlines() or ['exit {}'.format(gen.returncode)])[-1]
+            raise LSNetError(last.replace('error: ', '', 1).replace(
+                'add --force to replace it', 'delete it or pass another --root'))
+        print(gen.stdout.strip())
         if not args.seeds:
             ablate(args, root)
             return 0
