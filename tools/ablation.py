@@ -574,7 +574,8 @@ def main(argv=None):
             last = (gen.stderr.strip().splitlines() or ['exit {}'.format(gen.returncode)])[-1]
             raise LSNetError(last.replace('error: ', '', 1).replace(
                 'add --force to replace it', 'delete it or pass another --root'))
-        print(gen.stdout.strip())
+        if gen.stdout.strip():
+            print(gen.stdout.strip())
         if not args.seeds:
             ablate(args, root)
             return 0
