@@ -58,4 +58,4 @@ def test_ablation_refuses_a_set_made_with_other_generator_options(tmp_path, caps
     assert ablation.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and root in err[0] and 'num_train_per_class=1 (wanted 2)' in err[0]
-    assert 'another --root' in err[0] and not os.path.exists(os.path.join(out, 'TSN.json'))
+    assert 'another folder' in err[0] and not os.path.exists(os.path.join(out, 'TSN.json'))

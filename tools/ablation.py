@@ -572,8 +572,7 @@ def main(argv=None):
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if gen.returncode != 0:
             last = (gen.stderr.strip().splitlines() or ['exit {}'.format(gen.returncode)])[-1]
-            raise LSNetError(last.replace('error: ', '', 1).replace(
-                'add --force to replace it', 'delete it or pass another --root'))
+            raise LSNetError(last.replace('error: ', '', 1))
         if gen.stdout.strip():
             print(gen.stdout.strip())
         if not args.seeds:

@@ -472,7 +472,7 @@ def main(argv=None):
             diff = describe_mismatch(out, seed=args.seed, **opts)
             if diff:
                 raise LSNetError(f'{out} holds a synthetic dataset made with {diff}; '
-                                 f'add --force to replace it')
+                                 f'use another folder, or regenerate it with tools/gen_synthetic.py --force')
             print(f'{out} already holds this dataset (use --force to regenerate)')
             return 0
         ensure_synthetic(out, seed=args.seed, workers=args.workers, **opts)
