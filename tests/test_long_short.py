@@ -538,3 +538,28 @@ def test_lsm_start_flag_errors(flags, message):
     args = build_train_parser().parse_args(['synthetic', 'RGB', '--epochs', '3'] + flags)
     with pytest.raises(LSNetError, match=message):
         train_main.check_flags(args)
+
+
+def _frames_reached(model, T, t):
+    """Input frames whose pixels change output frame ``t``'s scores (eval mode: no BN batch mixing)."""
+    model.eval()
+    x = torch.randn(1, T, 3, SIZE, SIZE, requires_grad=True)
+    model(x)[0, t].sum().backward()
+    return torch.nonzero(x.grad.abs().sum(dim=(0, 2, 3, 4)) > 0).flatten().tolist()
+
+
+def test_temporal_reach_tsm_one_frame_per_block_lsnet_whole_clip():
+    """The premise of the synthetic 'order_far' pair: a TSM ResNet-18 output frame sees exactly
+    +-8 frames (one per shifted block), an LSNet one sees the whole 40-frame clip through the long
+    branch's dilated taps alone (clip gate held at 1, so the reach is not its global average)."""
+    T, t = 40, 20
+    torch.manual_seed(0)
+    tsm = _model('resnet18', T, lsm=False, consensus_type='identity')
+    assert _frames_reached(tsm, T, t) == list(range(t - 8, t + 9))
+    lsnet = _model('resnet18', T, consensus_type='identity', lsm_branches=('long',))
+    for m in _lsm_modules(lsnet):
+        _randomize(m.long, skip=('fc2',))
+    assert _frames_reached(lsnet, T, t) == list(range(T))
+    for m in _lsm_modules(lsnet):  # alpha = 0: the branch is off, the reach is TSM's again
+        m.long.scale.weight.data.zero_()
+    assert _frames_reached(lsnet, T, t) == list(range(t - 8, t + 9))

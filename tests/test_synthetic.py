@@ -155,3 +155,39 @@ def test_long_order_flashes_are_far_apart():
         assert len(red) >= 5 and len(blue) >= 5
         assert red[-1] - red[0] == len(red) - 1 and blue[-1] - blue[0] == len(blue) - 1  # one flash each
         assert blue[0] - red[-1] >= 24 // 4
+
+
+def _flash_frames(clip):
+    """Frames where a red / a blue object is visible, from the pixels of a (T, H, W, 3) clip."""
+    c = clip.astype(int)
+    T = c.shape[0]
+    red = np.flatnonzero(((c[..., 0] - c[..., 2]) > 120).reshape(T, -1).any(1))
+    blue = np.flatnonzero(((c[..., 2] - c[..., 0]) > 120).reshape(T, -1).any(1))
+    return red, blue
+
+
+@pytest.mark.parametrize('frames', [56, 64, 96])
+def test_far_order_flashes_out_of_a_shift_networks_reach(frames):
+    """order_far: with R = frames // 8, each flash is >= 2R frames from either end and the two are
+    more than 2R apart, so no frame within R shifts of one flash is within R shifts of the other or
+    of a clip end (the reversed partner is checked for every pair above)."""
+    reach = frames // 8
+    rng = np.random.default_rng(2)
+    starts = set()
+    for _ in range(40):
+        red, blue = _flash_frames(gs._draw_clip('order_far', 0, rng, frames, 32))
+        assert len(red) == len(blue) == max(2, frames // 32)
+        assert red[-1] - red[0] == len(red) - 1 and blue[-1] - blue[0] == len(blue) - 1
+        assert red[0] >= 2 * reach and blue[-1] <= frames - 1 - 2 * reach
+        assert blue[0] - red[-1] > 2 * reach
+        starts.add(int(red[0]))
+    assert len(starts) > 3  # the flashes move from clip to clip
+
+
+def test_far_order_needs_long_clips(tmp_path):
+    with pytest.raises(LSNetError, match='order_far needs --frames >= 56'):
+        gs.generate(str(tmp_path / 'x'), families=['order_far'], frames=24, size=32,
+                    num_train_per_class=1, num_val_per_class=1, workers=1)
+    assert not os.path.exists(tmp_path / 'x')
+    assert gs.main(['--out', str(tmp_path / 'y'), '--families', 'order_far', '--frames', '48']) == 2
+    assert not os.path.exists(tmp_path / 'y')

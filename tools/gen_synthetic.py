@@ -63,12 +63,14 @@ FAMILIES = {
     'presence': ('presence', ['appear', 'disappear'], 'pair'),
     'order': ('order', ['red_turns_blue', 'blue_turns_red'], 'pair'),
     'order_long': ('long_order', ['red_flash_then_blue_flash', 'blue_flash_then_red_flash'], 'pair'),
+    'order_far': ('far_order', ['red_flash_far_before_blue', 'blue_flash_far_before_red'], 'pair'),
     'speed': ('speed', ['orbit_slow', 'orbit_fast'], 'independent'),
     'appearance': ('appearance', ['ring_shape', 'cross_shape'], 'independent'),
 }
 DEFAULT_FAMILIES = ('horizontal', 'vertical', 'rotation', 'scale', 'order', 'speed', 'appearance')
-# optional families (``families=...``): 'presence' (appear / disappear) and 'order_long' (two brief
-# flashes far apart, red then blue or the reverse: only their long-range order tells the classes apart)
+# optional families (``families=...``): 'presence' (appear / disappear), 'order_long' (two brief
+# flashes far apart, red then blue or the reverse) and 'order_far' (the same, away from the clip ends
+# and further apart than a shift network of ``frames / 8`` shifted blocks can see: see far_flash_frames)
 # shapes the temporal families draw from; the appearance classes own 'ring' and 'cross'
 PLAIN_SHAPES = ('disc', 'square', 'triangle')
 # horizontal flip maps these classes onto each other (everything else is flip-invariant)
@@ -187,6 +189,29 @@ def _layer(shape, colour, frames, cx, cy, r, theta=0.0, alpha=1.0):
                 theta=full(theta), alpha=full(alpha))
 
 
+def far_flash_frames(rng, frames):
+    """First frames ``(a, b)`` and width ``w`` of the two flashes of an 'order_far' clip.
+
+    With R = frames // 8 (the temporal reach, in frames, of a network with R shifted blocks that
+    each move features by one frame, e.g. TSM ResNet-18 when frames = 64 segments), both flashes
+    lie at least 2R frames from either end and more than 2R frames apart.  So no output frame of
+    such a network sees both flashes, nor a flash together with a clip end (an output frame knows
+    an end only if it is within R of it, and then sees only frames up to 2R from it): every frame
+    sees at most one flash, at an offset that is distributed the same way in a clip and in its
+    reversal.  Averaged over frames, such a network cannot beat chance on the pair; a network whose
+    temporal reach exceeds 2R frames can.  Needs frames >= 56 (R >= 7).
+    """
+    reach = frames // 8
+    w = max(2, frames // 32)
+    margin, gap = 2 * reach, 2 * reach + 1  # gap: blank frames between the flashes
+    last_a = frames - margin - 2 * w - gap
+    if reach < 7 or last_a < margin:
+        raise LSNetError(f'gen_synthetic: family order_far needs --frames >= 56 (got {frames})')
+    a = int(rng.integers(margin, last_a + 1))
+    b = int(rng.integers(a + w + gap, frames - margin - w + 1))
+    return a, b, w
+
+
 def _draw_clip(family, k, rng, frames, size):
     """Random clip of class ``k`` of ``family`` (forward class for pairs) -> uint8 frames."""
     S = float(size)
@@ -245,6 +270,16 @@ def _draw_clip(family, k, rng, frames, size):
         layers = []
         for col, t0 in ((red, t_a), (blue, t_b)):
             on = ((tau >= t0) & (tau <= t0 + width)).astype(np.float32)
+            cx, cy = rng.uniform(0.32, 0.68, size=2) * S
+            layers.append(_layer(shape, col, frames, cx, cy, rng.uniform(0.2, 0.28) * S, theta0, on))
+    elif family == 'order_far':
+        a, b, w = far_flash_frames(rng, frames)
+        red = np.array([0.95, 0.12, 0.1], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
+        blue = np.array([0.1, 0.3, 0.95], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
+        t = np.arange(frames)
+        layers = []
+        for col, t0 in ((red, a), (blue, b)):
+            on = ((t >= t0) & (t < t0 + w)).astype(np.float32)
             cx, cy = rng.uniform(0.32, 0.68, size=2) * S
             layers.append(_layer(shape, col, frames, cx, cy, rng.uniform(0.2, 0.28) * S, theta0, on))
     elif family == 'speed':
@@ -348,6 +383,8 @@ def generate(out_dir, seed=0, num_train_per_class=DEFAULTS['num_train_per_class'
                          f'(got frames={frames}, size={size}, train={num_train_per_class}, '
                          f'val={num_val_per_class})')
     names, groups, pairs, _ = class_table(families)
+    if 'order_far' in families:
+        far_flash_frames(np.random.default_rng(0), frames)  # raises for clips too short
     frames_dir = os.path.join(out_dir, 'frames')
     os.makedirs(frames_dir, exist_ok=True)
     t0 = time.time()
