@@ -158,7 +158,8 @@ def build_model(args, num_class, fc_lr5=True):
                input_size=args.input_size, shift_mode=args.shift_mode,
                lsm=args.lsm, lsm_reduction=args.lsm_reduction, lsm_groups=args.lsm_groups,
                lsm_branches=tuple(args.lsm_branches),
-               lsm_short_stages=args.lsm_short_stages, lsm_long_stages=args.lsm_long_stages)
+               lsm_short_stages=args.lsm_short_stages, lsm_long_stages=args.lsm_long_stages,
+               lsm_tap_init=args.lsm_tap_init)
 
 
 def check_resume_config(ckpt, model, path):
@@ -169,7 +170,7 @@ def check_resume_config(ckpt, model, path):
     current = model.config()
     for key in ('base_model', 'modality', 'num_class', 'num_segments', 'is_shift', 'shift_div',
                 'shift_place', 'temporal_pool', 'non_local', 'lsm', 'lsm_reduction', 'lsm_groups',
-                'lsm_branches', 'lsm_short_stages', 'lsm_long_stages', 'consensus_type'):
+                'lsm_branches', 'lsm_short_stages', 'lsm_long_stages', 'lsm_tap_init', 'consensus_type'):
         if key in stored and key in current and stored[key] != current[key]:
             raise LSNetError('--resume {}: checkpoint has {}={!r} but the flags give {!r}'
                              .format(path, key, stored[key], current[key]))

@@ -77,6 +77,10 @@ STAGES = (1, 2, 3, 4)
 # Gains of the long branch's reparametrised α and tap offsets (see LongTermBranch).
 ALPHA_GAIN = 3.0
 TAP_GAIN = 3.0
+# Initial temporal kernels of the long branch: the spec's identity tap, or 'shift': half of each
+# group's channels take frame t - d, the other half frame t + d (TSM's bidirectional shift at the
+# group's dilation), so the cascade starts with a reach of +-(1 + 2 + ... + d) frames.
+TAP_INITS = ('identity', 'shift')
 
 
 def reduced_channels(channels, reduction):
@@ -149,8 +153,11 @@ class LongTermBranch(nn.Module):
     the spec's quantities.
     """
 
-    def __init__(self, channels, n_segment, reduction=16, groups=4, alpha_gain=None, tap_gain=None):
+    def __init__(self, channels, n_segment, reduction=16, groups=4, alpha_gain=None, tap_gain=None,
+                 tap_init='identity'):
         super().__init__()
+        if tap_init not in TAP_INITS:
+            raise LSNetError(f'--lsm_tap_init {tap_init!r}: choose from {", ".join(TAP_INITS)}')
         if groups < 1 or channels % groups:
             raise LSNetError(f'--lsm_groups {groups} must divide the {channels} channels of every '
                              f'block it is applied to')
@@ -172,6 +179,10 @@ class LongTermBranch(nn.Module):
         with torch.no_grad():
             for conv in self.taps:
                 conv.weight.zero_()
+                if tap_init == 'shift':  # stored offsets from the identity: past half, future half
+                    half = width // 2
+                    conv.weight[:half, 0, :, 0] = torch.tensor([1.0, -1.0, 0.0]) / self.tap_gain
+                    conv.weight[half:, 0, :, 0] = torch.tensor([0.0, -1.0, 1.0]) / self.tap_gain
             self.fc2.weight.zero_()
             self.fc2.bias.zero_()
             self.scale.weight.zero_()
@@ -239,7 +250,8 @@ class LongShortModule(nn.Module):
     ``branches`` picks which of ``'short'``/``'long'`` are built (for ablations).
     """
 
-    def __init__(self, channels, n_segment, reduction=16, groups=4, branches=BRANCHES):
+    def __init__(self, channels, n_segment, reduction=16, groups=4, branches=BRANCHES,
+                 tap_init='identity'):
         super().__init__()
         branches = normalize_branches(branches)
         if reduction < 1:
@@ -248,7 +260,7 @@ class LongShortModule(nn.Module):
         self.n_segment = n_segment
         self.branches = branches
         self.short = ShortTermBranch(channels, n_segment, reduction) if 'short' in branches else None
-        self.long = (LongTermBranch(channels, n_segment, reduction, groups)
+        self.long = (LongTermBranch(channels, n_segment, reduction, groups, tap_init=tap_init)
                      if 'long' in branches else None)
 
     def forward(self, h):
@@ -407,7 +419,7 @@ def _shifted_block(module, parents, n_segment):
 
 
 def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branches=BRANCHES,
-                    short_stages=STAGES, long_stages=STAGES):
+                    short_stages=STAGES, long_stages=STAGES, tap_init='identity'):
     """Insert a LongShortModule as ``.lsm`` into the blocks TSM shifted; returns the count.
 
     ResNets (torchvision BasicBlock/Bottleneck, shift place ``blockres`` or ``block``, also inside
@@ -415,6 +427,7 @@ def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branche
     ``.conv`` whose first layer is shifted and a residual connection): on the residual branch input.
     A block of stage ``k`` (:data:`STAGES`) gets the short branch when ``k`` is in ``short_stages``
     and the long one when it is in ``long_stages``; a block with neither gets no module.
+    ``tap_init``: the long branch's initial temporal kernels (:data:`TAP_INITS`).
     Existing module names are untouched.
     """
     branches = normalize_branches(branches)
@@ -440,7 +453,7 @@ def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branche
             continue
         segments, channels, lsm_cls = found
         module.__class__ = lsm_cls
-        module.lsm = LongShortModule(channels, segments, reduction, groups, here)
+        module.lsm = LongShortModule(channels, segments, reduction, groups, here, tap_init)
         module.lsm.stage = block_stage.get(id(module))  # for knock-out diagnostics; not saved
         count += 1
     if shifted == 0:

@@ -43,7 +43,7 @@ class TSN(nn.Module):
                  pretrain='imagenet', is_shift=False, shift_div=8, shift_place='blockres', fc_lr5=False,
                  temporal_pool=False, non_local=False, input_size=224, shift_mode='fast',
                  lsm=False, lsm_reduction=16, lsm_groups=4, lsm_branches=('short', 'long'),
-                 lsm_short_stages=(1, 2, 3, 4), lsm_long_stages=(1, 2, 3, 4)):
+                 lsm_short_stages=(1, 2, 3, 4), lsm_long_stages=(1, 2, 3, 4), lsm_tap_init='identity'):
         super().__init__()
         if modality not in MODALITIES:
             raise LSNetError('unknown modality {!r} (choose from {})'.format(modality, ', '.join(MODALITIES)))
@@ -65,7 +65,8 @@ class TSN(nn.Module):
             shift_mode=shift_mode, lsm=lsm, lsm_reduction=lsm_reduction, lsm_groups=lsm_groups,
             lsm_branches=list(normalize_branches(lsm_branches)) if lsm else list(lsm_branches),
             lsm_short_stages=list(normalize_stages(lsm_short_stages, '--lsm_short_stages')),
-            lsm_long_stages=list(normalize_stages(lsm_long_stages, '--lsm_long_stages')))
+            lsm_long_stages=list(normalize_stages(lsm_long_stages, '--lsm_long_stages')),
+            lsm_tap_init=lsm_tap_init)
         self.num_class = num_class
         self.num_segments = num_segments
         self.modality = modality
@@ -108,7 +109,8 @@ class TSN(nn.Module):
                 from ops.long_short import make_long_short
                 make_long_short(self.base_model, arch, self.num_segments, self._kwargs['lsm_reduction'],
                                 self._kwargs['lsm_groups'], tuple(self._kwargs['lsm_branches']),
-                                self._kwargs['lsm_short_stages'], self._kwargs['lsm_long_stages'])
+                                self._kwargs['lsm_short_stages'], self._kwargs['lsm_long_stages'],
+                                self._kwargs['lsm_tap_init'])
         if self.non_local:
             from ops.non_local import make_non_local
             make_non_local(self.base_model, self.num_segments,

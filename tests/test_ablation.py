@@ -59,3 +59,36 @@ def test_ablation_refuses_a_set_made_with_other_generator_options(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and root in err[0] and 'num_train_per_class=1 (wanted 2)' in err[0]
     assert 'another folder' in err[0] and not os.path.exists(os.path.join(out, 'TSN.json'))
+
+
+def test_ablation_init_from_starts_every_run_from_a_checkpoint_of_another_set(tmp_path, capsys):
+    """--init_from: a TSM trained on the 16-class set starts TSM and LSNet runs on the 2-class
+    order_far set (64-frame clips in the README; 56 here): the classifier is dropped, LSNet's own
+    keys keep their initialisation, everything else comes from the file."""
+    src_out, src_root = str(tmp_path / 'src'), str(tmp_path / 'set16')
+    assert ablation.main(['--root', src_root, '--out', src_out, '--models', 'TSM', '--epochs', '1',
+                          '--num_segments', '4', '--batch_size', '4', '--workers', '0', '--no_diagnose',
+                          '--gen_args', '--train_per_class 1 --val_per_class 1 --frames 8 --size 32']) == 0
+    src_args = ablation.build_parser().parse_args(['--root', src_root, '--out', src_out, '--num_segments', '4',
+                                                   '--epochs', '1', '--batch_size', '4', '--workers', '0'])
+    ckpt = ablation.checkpoint_path(src_args, src_root, 'TSM')
+    out, root = str(tmp_path / 'out'), str(tmp_path / 'far')
+    argv = ['--root', root, '--out', out, '--models', 'TSM', 'LSNet-shiftinit', '--epochs', '1',
+            '--num_segments', '56', '--batch_size', '2', '--workers', '0', '--no_diagnose', '--gen_args',
+            '--families order_far --train_per_class 1 --val_per_class 1 --frames 56 --size 32']
+    assert ablation.main(argv + ['--init_from', ckpt]) == 0
+    for run in ('TSM', 'LSNet-shiftinit'):
+        log = open(os.path.join(out, run + '.train.log')).read()
+        assert 'fine-tuning from ' + ckpt in log
+        assert 'dropped (another dataset or shape): new_fc.weight, new_fc.bias' in log
+        missing = log.split('not in checkpoint (kept as initialised): ')
+        assert (len(missing) == 1) == (run == 'TSM')
+        if run != 'TSM':
+            assert all('.lsm.' in k for k in missing[1].splitlines()[0].split(', '))
+    assert 'from ' + ckpt in open(os.path.join(out, 'table.md')).read()
+    # the two protocols exclude each other; a missing file is named
+    capsys.readouterr()
+    assert ablation.main(argv + ['--init_from', ckpt, '--tune_from', 'TSM']) == 2
+    assert ablation.main(argv + ['--init_from', str(tmp_path / 'seed{seed}.pth')]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert 'give one of them' in err[0] and str(tmp_path / 'seed0.pth') in err[1]

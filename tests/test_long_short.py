@@ -263,8 +263,9 @@ def test_bottleneck_shapes_and_identity_at_init():
             assert not torch.allclose(lsnet(x), tsm(x))
 
 
-@pytest.mark.parametrize('arch', ['resnet18', 'mobilenetv2'])
-def test_tsm_checkpoint_loads_and_lsnet_equals_tsm_at_init(arch):
+@pytest.mark.parametrize('arch,tap_init', [('resnet18', 'identity'), ('mobilenetv2', 'identity'),
+                                            ('resnet18', 'shift')])
+def test_tsm_checkpoint_loads_and_lsnet_equals_tsm_at_init(arch, tap_init):
     from ops.checkpoint import load_weights, make_checkpoint
     tsm = _model(arch, 3, lsm=False)
     with torch.no_grad():  # BN statistics and affine parameters away from their defaults
@@ -274,7 +275,7 @@ def test_tsm_checkpoint_loads_and_lsnet_equals_tsm_at_init(arch):
                 m.running_var.uniform_(1.0, 3.0)
         tsm.new_fc.weight.normal_(0, 1.0)
     tsm.eval()
-    lsnet = _model(arch, 3)
+    lsnet = _model(arch, 3, lsm_tap_init=tap_init)
     report = load_weights(lsnet, make_checkpoint(tsm), source='tsm.pth')
     lsm_keys = {k for k in lsnet.state_dict() if '.lsm.' in k}
     assert lsm_keys and set(report.missing) == lsm_keys
@@ -287,7 +288,7 @@ def test_tsm_checkpoint_loads_and_lsnet_equals_tsm_at_init(arch):
         assert (lsnet.base_model(frames) - tsm.base_model(frames)).abs().max().item() <= 1e-6
         assert (lsnet(x) - tsm(x)).abs().max().item() <= 1e-6
         # and the new modules are wired in: perturbed, they change the features (default init)
-        fresh = _model(arch, 3).eval()
+        fresh = _model(arch, 3, lsm_tap_init=tap_init).eval()
         before = fresh.base_model(frames)
         for m in _lsm_modules(fresh):
             m.long.scale.weight.fill_(0.1)
@@ -494,6 +495,9 @@ def test_resume_names_a_changed_lsm_placement():
     # checkpoints written before the stage flags existed carry no stage keys: nothing to compare
     old = {'config': {k: v for k, v in stored['config'].items() if not k.endswith('_stages')}}
     train_main.check_resume_config(old, _model('resnet18', 4), 'ckpt.pth.tar')
+    with pytest.raises(LSNetError, match=r"lsm_tap_init='shift' but the flags give 'identity'"):
+        train_main.check_resume_config({'config': _model('resnet18', 4, lsm_tap_init='shift').config()},
+                                       _model('resnet18', 4), 'ckpt.pth.tar')
 
 
 def test_lsm_start_trains_as_tsm_until_its_epoch():
@@ -563,3 +567,30 @@ def test_temporal_reach_tsm_one_frame_per_block_lsnet_whole_clip():
     for m in _lsm_modules(lsnet):  # alpha = 0: the branch is off, the reach is TSM's again
         m.long.scale.weight.data.zero_()
     assert _frames_reached(lsnet, T, t) == list(range(t - 8, t + 9))
+
+
+def test_shift_tap_init_starts_with_the_full_reach():
+    """--lsm_tap_init shift: half of each group looks d frames back, half d frames ahead, so with α
+    alone moved off zero an LSNet output frame already sees the whole clip; with identity taps the
+    same α adds no reach (TSM's +-8 frames) until the taps themselves have moved."""
+    lb = LongTermBranch(16, 40, groups=4, tap_init='shift')
+    assert lb.dilations == (1, 2, 4, 8)
+    for conv in lb.taps:
+        k = lb.kernel(conv).detach()
+        assert torch.allclose(k[:2], torch.tensor([[1.0, 0.0, 0.0]] * 2), atol=1e-6)
+        assert torch.allclose(k[2:], torch.tensor([[0.0, 0.0, 1.0]] * 2), atol=1e-6)
+    # the last group of the cascade reads frames t - 15 ... t - 8 (past half)
+    h = torch.zeros(40, 16, 1, 1)
+    h[10] = 1.0
+    u = lb.aggregate(h)[0, :, 12:14, 0, 0]  # (T, 2): past-half channels of group 4
+    assert torch.nonzero(u[:, 0].abs() > 1e-6).flatten().tolist() == [18, 22, 24, 25]
+    T, t = 40, 20
+    for tap_init, reach in (('shift', list(range(T))), ('identity', list(range(t - 8, t + 9)))):
+        torch.manual_seed(0)
+        lsnet = _model('resnet18', T, consensus_type='identity', lsm_branches=('long',),
+                       lsm_tap_init=tap_init)
+        for m in _lsm_modules(lsnet):
+            m.long.scale.weight.data.fill_(0.1)
+        assert _frames_reached(lsnet, T, t) == reach, tap_init
+    with pytest.raises(LSNetError, match='--lsm_tap_init'):
+        LongTermBranch(16, 8, tap_init='zeros')

@@ -64,6 +64,8 @@ MODELS = {
     # training-recipe variants (--lsm_start): the first 2 epochs, or the first half, as TSM
     'LSNet-start2': _LSNET + ['--lsm_start', '2'],
     'LSNet-delayed': _LSNET + ['--lsm_start', '{half}'],
+    # initialisation variant: the long branch's taps start as bidirectional dilated shifts
+    'LSNet-shiftinit': _LSNET + ['--lsm_tap_init', 'shift'],
 }
 DEFAULT_MODELS = ['TSN', 'TSM', 'LSNet', 'LSNet-short', 'LSNet-long']
 
@@ -99,6 +101,11 @@ def build_parser():
                         'when missing), as LSNet is used in practice: from a TSM checkpoint. Runs are '
                         'named <model>@<this model>')
     p.add_argument('--tune_epochs', type=int, default=5, help='epochs of each --tune_from run')
+    p.add_argument('--init_from', default=None, metavar='CKPT',
+                   help='start every run from this checkpoint instead of random weights (main.py '
+                        '--tune_from: a classifier of another shape is dropped, LSNet keys it lacks '
+                        'keep their initialisation), e.g. a TSM trained on another synthetic set or an '
+                        'official TSM file; "{seed}" in the path is replaced by the run\'s seed')
     p.add_argument('--force', action='store_true', help='retrain runs that already have results')
     p.add_argument('--no_diagnose', dest='diagnose', action='store_false',
                    help='skip the long-short diagnostics of the LSNet runs (α, taps, branch '
@@ -156,6 +163,8 @@ def train_argv(args, root, run):
     if source:
         suffix += 'from' + source.replace('-', '')
         tune = ['--tune_from', checkpoint_path(args, root, source)]
+    elif args.init_from:
+        tune = ['--tune_from', init_checkpoint(args)]
     return ['synthetic', 'RGB', '--root_path', root, '--arch', args.arch, '--pretrain', 'none',
             '--num_segments', str(args.num_segments), '--input_size', str(args.input_size),
             '--epochs', str(epochs), '-b', str(args.batch_size), '--lr', str(args.lr),
@@ -164,6 +173,11 @@ def train_argv(args, root, run):
             '--eval-freq', str(epochs), '--print-freq', '50',
             '--root_log', os.path.join(out, 'logs'), '--root_model', os.path.join(out, 'checkpoints'),
             '--suffix', suffix] + tune + [f.format(half=epochs // 2) for f in MODELS[model]]
+
+
+def init_checkpoint(args):
+    """``--init_from`` for this run's seed, as an absolute path."""
+    return os.path.abspath(args.init_from.replace('{seed}', str(args.seed)))
 
 
 def checkpoint_path(args, root, model):
@@ -304,10 +318,12 @@ def make_table(args, root, models):
     for a, b in pairs:
         rows.append(('pair {} / {}'.format(names[a], names[b]), [pair_accuracy(npz[m], a, b) for m in models]))
     width = max(len(r[0]) for r in rows)
-    lines = ['| {} | {} |'.format('group'.ljust(width), ' | '.join('{:>11}'.format(m) for m in models)),
-             '|{}|{}|'.format('-' * (width + 2), '|'.join('-' * 13 for _ in models))]
+    cols = [max(11, len(m)) for m in models]
+    lines = ['| {} | {} |'.format('group'.ljust(width), ' | '.join(m.rjust(c) for m, c in zip(models, cols))),
+             '|{}|{}|'.format('-' * (width + 2), '|'.join('-' * (c + 2) for c in cols))]
     for label, accs in rows:
-        lines.append('| {} | {} |'.format(label.ljust(width), ' | '.join('{:>11.1f}'.format(a) for a in accs)))
+        lines.append('| {} | {} |'.format(label.ljust(width), ' | '.join(
+            '{:.1f}'.format(a).rjust(c) for a, c in zip(accs, cols))))
     return '\n'.join(lines), {label: dict(zip(models, accs)) for label, accs in rows}
 
 
@@ -482,11 +498,12 @@ def recipe(args, seeds, runs):
     if args.tune_from:
         tune = ('; <model>@{0}: {1} more epochs of the same recipe from the {0} run, '
                 'classifier kept'.format(args.tune_from, args.tune_epochs))
+    start = 'from ' + args.init_from if args.init_from else 'from scratch'
     return ('{} epochs, {} {}x{}px segments, batch {}, lr {} cos (1 warm-up epoch), wd 5e-4, {}, '
-            'from scratch{}, {} torch thread(s) per run'.format(
+            '{}{}, {} torch thread(s) per run'.format(
                 args.epochs, args.arch, args.num_segments, args.input_size, args.batch_size, args.lr,
                 'seed {}'.format(seeds[0]) if len(seeds) == 1 else 'seeds ' + ', '.join(map(str, seeds)),
-                tune, '/'.join(map(str, threads))))
+                start, tune, '/'.join(map(str, threads))))
 
 
 def commits_of(runs):
@@ -564,6 +581,12 @@ def main(argv=None):
     try:
         if args.jobs < 1 or args.threads < 1 or args.tune_epochs < 1:
             raise LSNetError('--jobs, --threads and --tune_epochs must be >= 1')
+        if args.init_from and args.tune_from:
+            raise LSNetError('--init_from and --tune_from are two protocols: give one of them')
+        for seed in args.seeds or [args.seed]:
+            path = init_checkpoint(argparse.Namespace(init_from=args.init_from, seed=seed)) if args.init_from else None
+            if path and not os.path.isfile(path):
+                raise LSNetError('--init_from {}: no such checkpoint file'.format(path))
         root = dataset_root(args)
         os.makedirs(args.out, exist_ok=True)
         # always through the generator: it renders a missing set and refuses an existing one made
