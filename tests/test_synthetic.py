@@ -176,7 +176,7 @@ def test_far_order_flashes_out_of_a_shift_networks_reach(frames):
     starts = set()
     for _ in range(40):
         red, blue = _flash_frames(gs._draw_clip('order_far', 0, rng, frames, 32))
-        assert len(red) == len(blue) == max(2, frames // 32)
+        assert len(red) == len(blue) == max(2, frames // 16)
         assert red[-1] - red[0] == len(red) - 1 and blue[-1] - blue[0] == len(blue) - 1
         assert red[0] >= 2 * reach and blue[-1] <= frames - 1 - 2 * reach
         assert blue[0] - red[-1] > 2 * reach

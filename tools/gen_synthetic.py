@@ -202,7 +202,7 @@ def far_flash_frames(rng, frames):
     temporal reach exceeds 2R frames can.  Needs frames >= 56 (R >= 7).
     """
     reach = frames // 8
-    w = max(2, frames // 32)
+    w = max(2, frames // 16)
     margin, gap = 2 * reach, 2 * reach + 1  # gap: blank frames between the flashes
     last_a = frames - margin - 2 * w - gap
     if reach < 7 or last_a < margin:
