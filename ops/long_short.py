@@ -40,6 +40,15 @@ times weaker relative to the gradient) that needs no optimizer group of its own.
 times its input in the first stages, drowning ``h`` and ``S``); at 3 the long branch ends at
 0.2-2.4 times ``h`` and both branches stay active.
 
+Tap initialisation (``tap_init``, ``--lsm_tap_init``).  The gains speed up a branch that is already
+moving; they do not open the saddle when the data give the branch nothing to follow at first order.
+On a task that only a long reach solves (the synthetic ``order_far`` pair, README), identity taps
+keep ``α`` near zero: ``[h1, h1+h2, …]`` adds no reach, so no loss gradient says which way to go.
+``'shift'`` starts half of each group's channels at the tap ``t - d`` and half at ``t + d`` (TSM's
+bidirectional shift at the group's dilation), so the cascade reads ``t ± (d_g + … + d_1)`` from the
+first step and ``α``'s gradient carries the long-range signal.  ``α = 0`` still makes the network
+equal to TSM at initialisation.
+
 Every parameter lives in an ordinary ``nn.Conv2d``/``nn.BatchNorm2d``/``nn.Linear``
 so the optimizer policies treat them as weights/biases/BN.  ``α / ALPHA_GAIN`` is held as the
 weight of a depthwise 1x1 ``nn.Conv2d`` (``long.scale``) but applied as a per-channel scale folded
