@@ -92,3 +92,15 @@ def test_ablation_init_from_starts_every_run_from_a_checkpoint_of_another_set(tm
     assert ablation.main(argv + ['--init_from', str(tmp_path / 'seed{seed}.pth')]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert 'give one of them' in err[0] and str(tmp_path / 'seed0.pth') in err[1]
+
+
+def test_far_order_script_points_at_the_source_run_it_trains():
+    """scripts/ablation_far_order.sh hard-codes the source checkpoint's run folder: it must be the one
+    tools/ablation.py writes for the TSM run the script's first step trains."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, 'scripts', 'ablation_far_order.sh')).read()
+    source = text.split('SOURCE="$OUT/source/')[1].split('"')[0]
+    args = ablation.build_parser().parse_args(['--root', 'data/synthetic_ablation', '--out', 'out/source',
+                                               '--models', 'TSM', '--seed', '0'])
+    path = ablation.checkpoint_path(args, 'data/synthetic_ablation', 'TSM')
+    assert path == os.path.abspath(os.path.join('out/source', source))

@@ -14,6 +14,8 @@ recipe first, then each of ``--models`` trains ``--tune_epochs`` more epochs fro
 (runs ``TSM@TSM``, ``LSNet@TSM``: the same extra budget for both), as LSNet is used in practice.
 ``LSNet-start2`` / ``LSNet-delayed`` are the from-scratch counterpart inside one run: ``main.py
 --lsm_start`` keeps the branches off (the network is TSM) for the first 2 epochs / half the epochs.
+``--init_from CKPT`` starts every run from one checkpoint instead (e.g. a TSM trained on the 16-class
+set, for the 64-frame long-range order set of ``scripts/ablation_far_order.sh``).
 
 Finished runs are reused unless ``--force``: a run whose evaluation JSON exists is skipped, and a
 run whose checkpoint already holds the last epoch is only evaluated.  ``--models`` picks a subset.

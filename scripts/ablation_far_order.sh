@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Long-range order beyond TSM's reach (CPU, no download): the ablation of README "Long-range order".
+#
+# 1. TSM ResNet-18 on the 16-class synthetic set (the standard ablation recipe, 8 segments), the
+#    source checkpoint;
+# 2. the far-order set: 64-frame clips of two pairs, order_long (red flash near the start, blue
+#    near the end, or the reverse) and order_far (both flashes >= 16 frames from either end and more
+#    than 16 frames apart: out of reach of the +-8 frames a TSM ResNet-18 output frame sees),
+#    75 training clips per class;
+# 3. TSM, LSNet and LSNet with shift-initialised long-branch taps, each started from step 1's
+#    checkpoint (tools/ablation.py --init_from) and trained at 64 segments, batch 4, 15 epochs.
+#
+# Environment: LSNET_DATA_ROOT (default ./data), ABLATION_OUT (default ./ablation_far),
+# ABLATION_JOBS (default 2), ABLATION_THREADS (default 1), ABLATION_SEED (default 0),
+# FAR_EPOCHS (default 15). Extra arguments go to step 3's tools/ablation.py (e.g. --models TSM LSNet).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DATA_ROOT="${LSNET_DATA_ROOT:-./data}"
+OUT="${ABLATION_OUT:-./ablation_far}"
+SEED="${ABLATION_SEED:-0}"
+COMMON=(--jobs "${ABLATION_JOBS:-2}" --threads "${ABLATION_THREADS:-1}" --seed "$SEED")
+
+python tools/ablation.py --root "$DATA_ROOT/synthetic_ablation" --out "$OUT/source" --models TSM \
+    --no_diagnose "${COMMON[@]}"
+SOURCE="$OUT/source/checkpoints/TSM_synthetic_RGB_resnet18_shift8_blockres_avg_segment8_e10_none_cos_TSM/ckpt.pth.tar"
+
+python tools/ablation.py --root "$DATA_ROOT/synthetic_far_order" --out "$OUT/far" \
+    --gen_args "--families order_long order_far --frames 64 --train_per_class 75" \
+    --num_segments 64 --batch_size 4 --epochs "${FAR_EPOCHS:-15}" --init_from "$SOURCE" \
+    --models TSM LSNet LSNet-shiftinit "${COMMON[@]}" "$@"
