@@ -191,6 +191,20 @@ class TSNDataSet(data.Dataset):
         self.bad_videos = []
         self._frame_counts = {}
         log.info('%s: %d videos', list_file, len(self.video_list))
+        self._warn_short_validation_videos()
+
+    def _warn_short_validation_videos(self):
+        """Validation (reference rule) samples a video of at most T + L - 1 frames as its first frame
+        repeated: say so, since such scores say nothing about the model (test_models.py samples them)."""
+        if self.test_mode or self.random_shift or self.dense_sample:
+            return
+        limit = self.num_segments + self.new_length - 1
+        short = sum(1 for rec in self.video_list if rec.num_frames <= limit)
+        if short:
+            log.warning('%s: %d of %d videos have %d frames or fewer: validation samples them as their '
+                        'first frame repeated (the reference\'s rule for videos no longer than the '
+                        'segments); test_models.py samples every segment', self.list_file, short,
+                        len(self.video_list), limit)
 
     # -- templates and paths
     def _flow_fields(self):

@@ -220,3 +220,19 @@ def test_bench_data_smoke(tmp_path, capsys):
     assert any(line.startswith('wall time ratio pipeline/decode') for line in lines)
     pixels = bench_data.DecodeOnly(TSNDataSet(root, lst, num_segments=2, random_shift=False))[0]
     assert pixels.shape == (2, 256, 340, 3) and pixels.dtype == torch.uint8
+
+
+def test_validation_warns_about_videos_no_longer_than_the_segments(frames, caplog):
+    """The reference's validation rule reads a video of <= T + L - 1 frames as frame 1 repeated
+    (kept, as REFERENCE_FACTS states); the loader says how many such videos a list holds."""
+    root, lst = frames
+    with caplog.at_level('WARNING', logger='ops.dataset'):
+        val = TSNDataSet(root, lst, num_segments=10, random_shift=False)
+    assert _frame_ids(val[1][0]) == [1] * 10  # b: 10 frames at 10 segments
+    assert '1 of 2 videos have 10 frames or fewer' in caplog.text
+    caplog.clear()
+    with caplog.at_level('WARNING', logger='ops.dataset'):
+        TSNDataSet(root, lst, num_segments=4, random_shift=False)  # both longer than 4
+        test = TSNDataSet(root, lst, num_segments=10, test_mode=True)
+    assert 'frames or fewer' not in caplog.text
+    assert _frame_ids(test[1][0]) == list(range(1, 11))  # test sampling reads every frame

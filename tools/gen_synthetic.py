@@ -5,8 +5,10 @@ Shapes move, rotate, grow, change colour and orbit over static textured backgrou
 right->left, top->bottom / bottom->top [direction]; rotate clockwise / counterclockwise [rotation];
 approach (grow) / recede (shrink) [scale]; red turns blue / blue turns red [order]; orbit slow / fast
 [speed]; ring / cross [appearance] -- 14 classes, 100 train + 30 val clips each.  Optional families
-(``families=``): "presence" (appear / disappear) and "order_long" (a red flash, then, a third of the
-clip or more later, a blue one, or the reverse: only long-range order separates them).  Most classes come in
+(``families=``): "presence" (appear / disappear), "order_long" (a red flash, then, a third of the
+clip or more later, a blue one, or the reverse: only long-range order separates them) and "order_far"
+(the same order with both flashes away from the clip ends and further apart than a TSM ResNet-18 sees
+at ``frames`` = 64 segments; :func:`far_flash_frames`).  Most classes come in
 *temporal pairs*: the clips of one class are the clips of its partner played backwards (each random
 draw is rendered once and written both ways), so the two classes have exactly the same frames, only
 in opposite order.  A frame-averaging model (TSN) therefore cannot beat chance inside a pair, while
