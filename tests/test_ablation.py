@@ -104,3 +104,17 @@ def test_far_order_script_points_at_the_source_run_it_trains():
                                                '--models', 'TSM', '--seed', '0'])
     path = ablation.checkpoint_path(args, 'data/synthetic_ablation', 'TSM')
     assert path == os.path.abspath(os.path.join('out/source', source))
+
+
+def test_diagnostic_batches_sample_clips_as_test_models_does(tmp_path):
+    """Clips exactly as long as the segments (the 64-frame far-order set): the diagnostics read every
+    frame, as test_models.py does, not the validation rule's first frame repeated."""
+    from ops.models import TSN
+    from tools import gen_synthetic
+    root = gen_synthetic.generate(str(tmp_path / 'set'), families=['rotation'], frames=8, size=32,
+                                  num_train_per_class=1, num_val_per_class=1, workers=1)
+    model = TSN(2, 8, base_model='resnet18', pretrain='none', is_shift=True, input_size=32)
+    clips, labels = ablation.fixed_batch(model, root, 'val_videofolder.txt', 2)
+    assert clips.shape == (2, 8, 3, 32, 32) and labels.tolist() == [0, 1]
+    frames = clips[0]
+    assert all((frames[t] - frames[0]).abs().max() > 0.1 for t in range(1, 8))  # the object turns

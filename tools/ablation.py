@@ -374,7 +374,11 @@ def read_provenance(args, model):
 
 
 def fixed_batch(model, root, list_name, count):
-    """``count`` clips spread evenly over a list, centre-cropped and normalised: (clips, labels)."""
+    """``count`` clips spread evenly over a list, centre-cropped and normalised: (clips, labels).
+
+    Frames are chosen as test_models.py chooses them (segment centres, test mode): the validation
+    rule would read a clip no longer than the segments as its first frame repeated.
+    """
     import torch
     from ops.dataset import TSNDataSet
     from ops.transforms import build_transform
@@ -382,7 +386,7 @@ def fixed_batch(model, root, list_name, count):
                          crop_size=model.crop_size, scale_size=model.scale_size,
                          mean=model.input_mean, std=model.input_std)
     ds = TSNDataSet(os.path.join(root, 'frames'), os.path.join(root, list_name),
-                    num_segments=model.num_segments, transform=tf, random_shift=False)
+                    num_segments=model.num_segments, transform=tf, random_shift=False, test_mode=True)
     picks = np.linspace(0, len(ds) - 1, min(count, len(ds))).round().astype(int)
     items = [ds[int(i)] for i in picks]
     return torch.stack([c for c, _ in items]), torch.tensor([y for _, y in items])
