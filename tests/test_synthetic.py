@@ -170,7 +170,7 @@ def _flash_frames(clip):
 def test_far_order_flashes_out_of_a_shift_networks_reach(frames):
     """order_far: with R = frames // 8, each flash is >= 2R frames from either end and the two are
     more than 2R apart, so no frame within R shifts of one flash is within R shifts of the other or
-    of a clip end (the reversed partner is checked for every pair above)."""
+    of a clip end (the partner class is the same clip reversed, as for every pair)."""
     reach = frames // 8
     rng = np.random.default_rng(2)
     starts = set()
