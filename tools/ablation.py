@@ -68,6 +68,7 @@ MODELS = {
     'LSNet-delayed': _LSNET + ['--lsm_start', '{half}'],
     # initialisation variant: the long branch's taps start as bidirectional dilated shifts
     'LSNet-shiftinit': _LSNET + ['--lsm_tap_init', 'shift'],
+    'LSNet-start2-shiftinit': _LSNET + ['--lsm_start', '2', '--lsm_tap_init', 'shift'],
 }
 DEFAULT_MODELS = ['TSN', 'TSM', 'LSNet', 'LSNet-short', 'LSNet-long']
 
