@@ -167,7 +167,7 @@ def train_argv(args, root, run):
         suffix += 'from' + source.replace('-', '')
         tune = ['--tune_from', checkpoint_path(args, root, source)]
     elif args.init_from:
-        tune = ['--tune_from', init_checkpoint(args)]
+        tune = ['--tune_from', init_checkpoint(args.init_from, args.seed)]
     return ['synthetic', 'RGB', '--root_path', root, '--arch', args.arch, '--pretrain', 'none',
             '--num_segments', str(args.num_segments), '--input_size', str(args.input_size),
             '--epochs', str(epochs), '-b', str(args.batch_size), '--lr', str(args.lr),
@@ -178,9 +178,9 @@ def train_argv(args, root, run):
             '--suffix', suffix] + tune + [f.format(half=epochs // 2) for f in MODELS[model]]
 
 
-def init_checkpoint(args):
-    """``--init_from`` for this run's seed, as an absolute path."""
-    return os.path.abspath(args.init_from.replace('{seed}', str(args.seed)))
+def init_checkpoint(path, seed):
+    """``--init_from`` for one seed, as an absolute path."""
+    return os.path.abspath(path.replace('{seed}', str(seed)))
 
 
 def checkpoint_path(args, root, model):
@@ -590,10 +590,9 @@ def main(argv=None):
             raise LSNetError('--jobs, --threads and --tune_epochs must be >= 1')
         if args.init_from and args.tune_from:
             raise LSNetError('--init_from and --tune_from are two protocols: give one of them')
-        for seed in args.seeds or [args.seed]:
-            path = init_checkpoint(argparse.Namespace(init_from=args.init_from, seed=seed)) if args.init_from else None
-            if path and not os.path.isfile(path):
-                raise LSNetError('--init_from {}: no such checkpoint file'.format(path))
+        for seed in (args.seeds or [args.seed]) if args.init_from else []:
+            if not os.path.isfile(init_checkpoint(args.init_from, seed)):
+                raise LSNetError('--init_from {}: no such checkpoint file'.format(init_checkpoint(args.init_from, seed)))
         root = dataset_root(args)
         os.makedirs(args.out, exist_ok=True)
         # always through the generator: it renders a missing set and refuses an existing one made

@@ -191,6 +191,33 @@ def _layer(shape, colour, frames, cx, cy, r, theta=0.0, alpha=1.0):
                 theta=full(theta), alpha=full(alpha))
 
 
+def _red_blue(rng):
+    """The order families' red and blue, each slightly jittered: two (3,) float32 colours."""
+    red = np.array([0.95, 0.12, 0.1], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
+    blue = np.array([0.1, 0.3, 0.95], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
+    return red, blue
+
+
+def _flash_layers(rng, shape, theta0, S, frames, red_on, blue_on):
+    """A red and a blue flash of ``shape``, each at its own random place, shown where ``*_on`` is 1."""
+    layers = []
+    for col, on in zip(_red_blue(rng), (red_on, blue_on)):
+        cx, cy = rng.uniform(0.32, 0.68, size=2) * S
+        layers.append(_layer(shape, col, frames, cx, cy, rng.uniform(0.2, 0.28) * S, theta0, on))
+    return layers
+
+
+def far_flash_geometry(frames):
+    """(margin, gap, width) of 'order_far' clips of ``frames`` frames (see :func:`far_flash_frames`);
+    raises :class:`LSNetError` for clips too short to hold them."""
+    reach = frames // 8
+    w = max(2, frames // 16)
+    margin, gap = 2 * reach, 2 * reach + 1  # gap: blank frames between the flashes
+    if reach < 7 or frames - margin - 2 * w - gap < margin:
+        raise LSNetError(f'gen_synthetic: family order_far needs --frames >= 56 (got {frames})')
+    return margin, gap, w
+
+
 def far_flash_frames(rng, frames):
     """First frames ``(a, b)`` and width ``w`` of the two flashes of an 'order_far' clip.
 
@@ -203,13 +230,8 @@ def far_flash_frames(rng, frames):
     reversal.  Averaged over frames, such a network cannot beat chance on the pair; a network whose
     temporal reach exceeds 2R frames can.  Needs frames >= 56 (R >= 7).
     """
-    reach = frames // 8
-    w = max(2, frames // 16)
-    margin, gap = 2 * reach, 2 * reach + 1  # gap: blank frames between the flashes
-    last_a = frames - margin - 2 * w - gap
-    if reach < 7 or last_a < margin:
-        raise LSNetError(f'gen_synthetic: family order_far needs --frames >= 56 (got {frames})')
-    a = int(rng.integers(margin, last_a + 1))
+    margin, gap, w = far_flash_geometry(frames)
+    a = int(rng.integers(margin, frames - margin - 2 * w - gap + 1))
     b = int(rng.integers(a + w + gap, frames - margin - w + 1))
     return a, b, w
 
@@ -254,8 +276,7 @@ def _draw_clip(family, k, rng, frames, size):
         r = rng.uniform(0.22, 0.3) * S
         cx, cy = rng.uniform(0.38, 0.62, size=2) * S
         t_c = rng.uniform(0.3, 0.7)
-        red = np.array([0.95, 0.12, 0.1], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
-        blue = np.array([0.1, 0.3, 0.95], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
+        red, blue = _red_blue(rng)
         on = (tau >= t_c).astype(np.float32)
         layers = [_layer(shape, red, frames, cx, cy, r, theta0, 1 - on),
                   _layer(shape, blue, frames, cx, cy, r, theta0, on)]
@@ -267,23 +288,13 @@ def _draw_clip(family, k, rng, frames, size):
         width = 0.22
         t_a = rng.uniform(0.0, 0.15)
         t_b = rng.uniform(t_a + 0.55, 1.0 - width)
-        red = np.array([0.95, 0.12, 0.1], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
-        blue = np.array([0.1, 0.3, 0.95], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
-        layers = []
-        for col, t0 in ((red, t_a), (blue, t_b)):
-            on = ((tau >= t0) & (tau <= t0 + width)).astype(np.float32)
-            cx, cy = rng.uniform(0.32, 0.68, size=2) * S
-            layers.append(_layer(shape, col, frames, cx, cy, rng.uniform(0.2, 0.28) * S, theta0, on))
+        on = [((tau >= t0) & (tau <= t0 + width)).astype(np.float32) for t0 in (t_a, t_b)]
+        layers = _flash_layers(rng, shape, theta0, S, frames, *on)
     elif family == 'order_far':
         a, b, w = far_flash_frames(rng, frames)
-        red = np.array([0.95, 0.12, 0.1], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
-        blue = np.array([0.1, 0.3, 0.95], np.float32) + rng.uniform(-0.05, 0.05, 3).astype(np.float32)
         t = np.arange(frames)
-        layers = []
-        for col, t0 in ((red, a), (blue, b)):
-            on = ((t >= t0) & (t < t0 + w)).astype(np.float32)
-            cx, cy = rng.uniform(0.32, 0.68, size=2) * S
-            layers.append(_layer(shape, col, frames, cx, cy, rng.uniform(0.2, 0.28) * S, theta0, on))
+        on = [((t >= t0) & (t < t0 + w)).astype(np.float32) for t0 in (a, b)]
+        layers = _flash_layers(rng, shape, theta0, S, frames, *on)
     elif family == 'speed':
         # orbit: slow = one turn per clip, fast = three turns; with evenly spaced samples both
         # visit the same ring of positions, only the step between consecutive samples differs
@@ -386,7 +397,7 @@ def generate(out_dir, seed=0, num_train_per_class=DEFAULTS['num_train_per_class'
                          f'val={num_val_per_class})')
     names, groups, pairs, _ = class_table(families)
     if 'order_far' in families:
-        far_flash_frames(np.random.default_rng(0), frames)  # raises for clips too short
+        far_flash_geometry(frames)  # raises for clips too short
     frames_dir = os.path.join(out_dir, 'frames')
     os.makedirs(frames_dir, exist_ok=True)
     t0 = time.time()
