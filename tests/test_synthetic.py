@@ -191,3 +191,42 @@ def test_far_order_needs_long_clips(tmp_path):
     assert not os.path.exists(tmp_path / 'x')
     assert gs.main(['--out', str(tmp_path / 'y'), '--families', 'order_far', '--frames', '48']) == 2
     assert not os.path.exists(tmp_path / 'y')
+
+
+def _sighting_frames(clip):
+    """Frames of a (T, H, W, 3) clip that differ from its static background (the median frame)."""
+    c = clip.astype(int)
+    bg = np.median(c, axis=0)
+    return np.flatnonzero((np.abs(c - bg).max(-1) > 40).reshape(c.shape[0], -1).any(1))
+
+
+@pytest.mark.parametrize('frames', [56, 64, 96])
+def test_far_speed_sightings_out_of_a_shift_networks_reach(frames):
+    """speed_far: two sightings of w frames each, >= 2R frames from either end and more than 2R
+    apart (R = frames // 8), the first starting in the same range for both classes; only the gap
+    (longer for the slow class) separates them."""
+    reach = frames // 8
+    margin, slow_gap, fast_gap, w, jitter = gs.far_hop_geometry(frames)
+    assert slow_gap > fast_gap > 2 * reach and margin == 2 * reach
+    rng = np.random.default_rng(3)
+    for k, gap in ((0, slow_gap), (1, fast_gap)):
+        starts = set()
+        for _ in range(30):
+            seen = _sighting_frames(gs._draw_clip('speed_far', k, rng, frames, 32))
+            first = seen[seen < seen[0] + w]
+            second = seen[seen >= seen[0] + w]
+            assert len(first) == len(second) == w
+            assert first[-1] - first[0] == w - 1 and second[-1] - second[0] == w - 1
+            assert second[0] - first[-1] - 1 == gap
+            assert first[0] >= 2 * reach and second[-1] <= frames - 1 - 2 * reach
+            starts.add(int(first[0]))
+        assert starts == set(range(margin, margin + jitter + 1))  # same onset range for both classes
+
+
+def test_far_speed_needs_long_clips(tmp_path):
+    with pytest.raises(LSNetError, match='speed_far needs --frames >= 56'):
+        gs.generate(str(tmp_path / 'x'), families=['speed_far'], frames=48, size=32,
+                    num_train_per_class=1, num_val_per_class=1, workers=1)
+    assert not os.path.exists(tmp_path / 'x')
+    assert gs.main(['--out', str(tmp_path / 'y'), '--families', 'speed_far', '--frames', '40']) == 2
+    assert not os.path.exists(tmp_path / 'y')

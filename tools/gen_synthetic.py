@@ -8,7 +8,9 @@ approach (grow) / recede (shrink) [scale]; red turns blue / blue turns red [orde
 (``families=``): "presence" (appear / disappear), "order_long" (a red flash, then, a third of the
 clip or more later, a blue one, or the reverse: only long-range order separates them) and "order_far"
 (the same order with both flashes away from the clip ends and further apart than a TSM ResNet-18 sees
-at ``frames`` = 64 segments; :func:`far_flash_frames`).  Most classes come in
+at ``frames`` = 64 segments; :func:`far_flash_frames`) and "speed_far" (an object hops between two
+places, quickly or slowly, the two sightings as far apart as in order_far; :func:`far_hop_frames`).
+Most classes come in
 *temporal pairs*: the clips of one class are the clips of its partner played backwards (each random
 draw is rendered once and written both ways), so the two classes have exactly the same frames, only
 in opposite order.  A frame-averaging model (TSN) therefore cannot beat chance inside a pair, while
@@ -67,12 +69,15 @@ FAMILIES = {
     'order_long': ('long_order', ['red_flash_then_blue_flash', 'blue_flash_then_red_flash'], 'pair'),
     'order_far': ('far_order', ['red_flash_far_before_blue', 'blue_flash_far_before_red'], 'pair'),
     'speed': ('speed', ['orbit_slow', 'orbit_fast'], 'independent'),
+    'speed_far': ('far_speed', ['hop_far_slow', 'hop_far_fast'], 'independent'),
     'appearance': ('appearance', ['ring_shape', 'cross_shape'], 'independent'),
 }
 DEFAULT_FAMILIES = ('horizontal', 'vertical', 'rotation', 'scale', 'order', 'speed', 'appearance')
 # optional families (``families=...``): 'presence' (appear / disappear), 'order_long' (two brief
 # flashes far apart, red then blue or the reverse) and 'order_far' (the same, away from the clip ends
 # and further apart than a shift network of ``frames / 8`` shifted blocks can see: see far_flash_frames)
+# and 'speed_far' (an object shown twice at two places, the second time soon or late, both out of
+# that reach: see far_hop_frames)
 # shapes the temporal families draw from; the appearance classes own 'ring' and 'cross'
 PLAIN_SHAPES = ('disc', 'square', 'triangle')
 # horizontal flip maps these classes onto each other (everything else is flip-invariant)
@@ -236,6 +241,36 @@ def far_flash_frames(rng, frames):
     return a, b, w
 
 
+def far_hop_geometry(frames):
+    """(margin, slow_gap, fast_gap, width, jitter) of 'speed_far' clips of ``frames`` frames (see
+    :func:`far_hop_frames`); raises :class:`LSNetError` for clips too short to hold them."""
+    reach = frames // 8
+    w = max(2, frames // 32)
+    margin, fast_gap, jitter = 2 * reach, 2 * reach + 1, reach // 2
+    slow_gap = frames - 2 * margin - 2 * w - jitter
+    if reach < 7 or slow_gap - fast_gap < reach // 2:
+        raise LSNetError(f'gen_synthetic: family speed_far needs --frames >= 56 (got {frames})')
+    return margin, slow_gap, fast_gap, w, jitter
+
+
+def far_hop_frames(rng, frames, fast):
+    """First frames ``(a, b)`` and width ``w`` of the two sightings of a 'speed_far' clip.
+
+    The object is shown for ``w`` frames at one place, then, after ``gap`` blank frames, for ``w``
+    frames at another: apparent motion over the same distance, slow (the longer gap) or fast
+    (``2R + 1`` blank frames, R = frames // 8).  As in :func:`far_flash_frames`, both sightings lie
+    at least 2R frames from either end and more than 2R frames apart, so a network whose output
+    frames see R frames either way sees at most one sighting, never with a clip end, at an offset
+    distributed the same way in both classes: averaged over frames, it is at chance.  The first
+    sighting starts in the same range for both classes; what tells them apart (the interval, or
+    equally the second sighting's distance from the end) spans more than 2R frames.  At 64 frames:
+    2-frame sightings 19 (fast) or 26 (slow) frames apart, onset to onset.
+    """
+    margin, slow_gap, fast_gap, w, jitter = far_hop_geometry(frames)
+    a = int(rng.integers(margin, margin + jitter + 1))
+    return a, a + w + (fast_gap if fast else slow_gap), w
+
+
 def _draw_clip(family, k, rng, frames, size):
     """Random clip of class ``k`` of ``family`` (forward class for pairs) -> uint8 frames."""
     S = float(size)
@@ -295,6 +330,16 @@ def _draw_clip(family, k, rng, frames, size):
         t = np.arange(frames)
         on = [((t >= t0) & (t < t0 + w)).astype(np.float32) for t0 in (a, b)]
         layers = _flash_layers(rng, shape, theta0, S, frames, *on)
+    elif family == 'speed_far':
+        a, b, w = far_hop_frames(rng, frames, fast=k == 1)
+        t = np.arange(frames)
+        r = rng.uniform(0.15, 0.2) * S
+        cy = rng.uniform(0.35, 0.65) * S
+        xs = np.array([0.28, 0.72]) * S + rng.uniform(-0.04, 0.04, 2) * S
+        if rng.random() < 0.5:
+            xs = xs[::-1]
+        layers = [_layer(shape, colour, frames, x, cy, r, theta0,
+                         ((t >= t0) & (t < t0 + w)).astype(np.float32)) for x, t0 in zip(xs, (a, b))]
     elif family == 'speed':
         # orbit: slow = one turn per clip, fast = three turns; with evenly spaced samples both
         # visit the same ring of positions, only the step between consecutive samples differs
@@ -398,6 +443,8 @@ def generate(out_dir, seed=0, num_train_per_class=DEFAULTS['num_train_per_class'
     names, groups, pairs, _ = class_table(families)
     if 'order_far' in families:
         far_flash_geometry(frames)  # raises for clips too short
+    if 'speed_far' in families:
+        far_hop_geometry(frames)
     frames_dir = os.path.join(out_dir, 'frames')
     os.makedirs(frames_dir, exist_ok=True)
     t0 = time.time()
