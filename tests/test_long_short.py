@@ -596,23 +596,37 @@ def test_shift_tap_init_starts_with_the_full_reach():
         LongTermBranch(16, 8, tap_init='zeros')
 
 
-def _fit_far_order(tap_init, steps=600, T=64, C=16, width=4):
-    """Validation accuracy of 1x1 conv-BN-ReLU, one long-only module, conv-BN-ReLU, mean over time
-    and a linear classifier, trained with the ablation's SGD recipe on a toy of the 'order_far' pair:
-    a red then a blue pulse 17-20 frames apart (class 0) or the reverse (class 1)."""
-    def batch(n, g):
-        a = torch.randint(16, 24, (n,), generator=g)
-        b = a + width + torch.randint(17, 21, (n,), generator=g)
-        y = torch.randint(0, 2, (n,), generator=g)
-        t = torch.arange(T)
-        first = ((t >= a[:, None]) & (t < a[:, None] + width)).float()
-        second = ((t >= b[:, None]) & (t < b[:, None] + width)).float()
-        red, blue = torch.where(y[:, None] == 0, first, second), torch.where(y[:, None] == 0, second, first)
-        x = torch.stack([red, blue], 2) + 0.1 * torch.randn(n, T, 2, generator=g)
-        return x.view(n * T, 2, 1, 1), y
+def _far_order_batch(n, g, T=64, width=4):
+    """Toy of the 'order_far' pair, (n·T, 2, 1, 1) and (n,): a red then a blue pulse 17-20 frames
+    apart (class 0) or the reverse (class 1)."""
+    a = torch.randint(16, 24, (n,), generator=g)
+    b = a + width + torch.randint(17, 21, (n,), generator=g)
+    y = torch.randint(0, 2, (n,), generator=g)
+    t = torch.arange(T)
+    first = ((t >= a[:, None]) & (t < a[:, None] + width)).float()
+    second = ((t >= b[:, None]) & (t < b[:, None] + width)).float()
+    red, blue = torch.where(y[:, None] == 0, first, second), torch.where(y[:, None] == 0, second, first)
+    x = torch.stack([red, blue], 2) + 0.1 * torch.randn(n, T, 2, generator=g)
+    return x.view(n * T, 2, 1, 1), y
 
+
+def _far_speed_batch(n, g, T=64, width=2):
+    """Toy of the 'speed_far' pair, (n·T, 1, 1, 1) and (n,): two pulses of one channel, the second
+    24 (class 0, slow) or 17 (class 1, fast) blank frames after the first, which starts at 16-20."""
+    a = torch.randint(16, 21, (n,), generator=g)
+    y = torch.randint(0, 2, (n,), generator=g)
+    b = a + width + torch.where(y == 1, 17, 24)
+    t = torch.arange(T)
+    on = ((t >= a[:, None]) & (t < a[:, None] + width)) | ((t >= b[:, None]) & (t < b[:, None] + width))
+    x = on.float()[:, :, None] + 0.1 * torch.randn(n, T, 1, generator=g)
+    return x.view(n * T, 1, 1, 1), y
+
+
+def _fit_long_only(tap_init, batch, in_channels, steps=600, T=64, C=16):
+    """Validation accuracy of 1x1 conv-BN-ReLU, one long-only module, conv-BN-ReLU, mean over time
+    and a linear classifier, trained with the ablation's SGD recipe on a toy ``batch(n, generator)``."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(2, C, 1), nn.BatchNorm2d(C), nn.ReLU(),
+    net = nn.Sequential(nn.Conv2d(in_channels, C, 1), nn.BatchNorm2d(C), nn.ReLU(),
                         LongShortModule(C, T, branches=('long',), tap_init=tap_init),
                         nn.Conv2d(C, C, 1), nn.BatchNorm2d(C), nn.ReLU())
     fc = nn.Linear(C, 2)
@@ -635,5 +649,12 @@ def test_shift_taps_learn_an_order_that_identity_taps_miss():
     """The saddle of the identity init on a long-range task (README "Long-range order"): in the same
     600 SGD steps the shift-initialised branch solves the toy, the identity-initialised one stays
     near chance (α grows, but identity taps give it no reach to grow along)."""
-    assert _fit_far_order('shift') > 0.95
-    assert _fit_far_order('identity') < 0.7
+    assert _fit_long_only('shift', _far_order_batch, 2) > 0.95
+    assert _fit_long_only('identity', _far_order_batch, 2) < 0.7
+
+
+def test_shift_taps_learn_a_far_speed_that_identity_taps_miss():
+    """The same on a toy of the 'speed_far' pair: only the interval between two identical pulses,
+    beyond TSM's reach, tells slow from fast."""
+    assert _fit_long_only('shift', _far_speed_batch, 1) > 0.95
+    assert _fit_long_only('identity', _far_speed_batch, 1) < 0.7
