@@ -122,10 +122,11 @@ def build_train_parser():
                         'whose shifted blocks get the short-term branch (default: all)')
     m.add_argument('--lsm_long_stages', type=str, nargs='+', default=['1', '2', '3', '4'],
                    help='stages whose shifted blocks get the long-term branch (default: all)')
-    m.add_argument('--lsm_tap_init', default='identity', choices=['identity', 'shift'],
-                   help="initial temporal kernels of the long branch: 'identity' (the spec) or 'shift' "
-                        '(half of each group\'s channels look d frames back, half d frames ahead, so '
-                        'the branch starts with its full reach; the network still equals TSM at init)')
+    m.add_argument('--lsm_tap_init', default='shift', choices=['shift', 'identity'],
+                   help="initial temporal kernels of the long branch: 'shift' (default: half of each "
+                        "group's channels look d frames back, half d frames ahead, so the branch starts "
+                        "with its full reach; the network still equals TSM at init) or 'identity' (the "
+                        'original spec, which the README tables before the change were measured with)')
     m.add_argument('--lsm_start', type=int, default=0, metavar='EPOCH',
                    help='train with the long-short branches off (the network is then exactly TSM) '
                         'until this epoch; they join from their zero initialisation at this epoch '

@@ -15,7 +15,7 @@ from torch.nn.modules.conv import _ConvNd
 from archs.backbones import build_backbone
 from ops.basic_ops import ConsensusModule
 from ops.errors import LSNetError
-from ops.long_short import normalize_branches, normalize_stages
+from ops.long_short import DEFAULT_TAP_INIT, normalize_branches, normalize_stages
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class TSN(nn.Module):
                  pretrain='imagenet', is_shift=False, shift_div=8, shift_place='blockres', fc_lr5=False,
                  temporal_pool=False, non_local=False, input_size=224, shift_mode='fast',
                  lsm=False, lsm_reduction=16, lsm_groups=4, lsm_branches=('short', 'long'),
-                 lsm_short_stages=(1, 2, 3, 4), lsm_long_stages=(1, 2, 3, 4), lsm_tap_init='identity'):
+                 lsm_short_stages=(1, 2, 3, 4), lsm_long_stages=(1, 2, 3, 4), lsm_tap_init=DEFAULT_TAP_INIT):
         super().__init__()
         if modality not in MODALITIES:
             raise LSNetError('unknown modality {!r} (choose from {})'.format(modality, ', '.join(MODALITIES)))

@@ -5,8 +5,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ops.errors import LSNetError
-from ops.long_short import (LongShortModule, LongTermBranch, ShortTermBranch, make_long_short,
-                            normalize_branches)
+from ops.long_short import (DEFAULT_TAP_INIT, LongShortModule, LongTermBranch, ShortTermBranch,
+                            make_long_short, normalize_branches)
 from ops.models import TSN
 
 SIZE = 32
@@ -96,14 +96,21 @@ def test_dilations_are_capped_at_half_the_segments():
     assert LongTermBranch(16, 1).dilations == (1, 1, 1, 1)
 
 
-def test_module_is_identity_at_init_and_gradcheck():
-    m = LongShortModule(16, 4, reduction=4).double()
+@pytest.mark.parametrize('tap_init', ['shift', 'identity'])
+def test_module_is_identity_at_init_and_gradcheck(tap_init):
+    m = LongShortModule(16, 4, reduction=4, tap_init=tap_init).double()
     h = _clip(2, 4, 16, 5, torch.float64)
     assert torch.equal(m(h), h)
-    # the spec's initial state behind the gains: α = 0, every temporal kernel the identity tap
+    # the initial state behind the gains: α = 0; temporal kernels t-d (first half of each group's
+    # channels) and t+d (second half) for shift taps, the identity tap for identity ones
     assert torch.equal(m.long.alpha(), torch.zeros(16, dtype=torch.float64))
-    for conv in m.long.taps:
-        assert torch.equal(m.long.kernel(conv), torch.tensor([[0.0, 1.0, 0.0]] * 4, dtype=torch.float64))
+    if tap_init == 'shift':
+        expected = torch.tensor([[1.0, 0.0, 0.0]] * 2 + [[0.0, 0.0, 1.0]] * 2, dtype=torch.float64)
+    else:
+        expected = torch.tensor([[0.0, 1.0, 0.0]] * 4, dtype=torch.float64)
+    for conv in m.long.taps:  # float32 weights / 3 seen in float64: within 1e-7 of the shift
+        torch.testing.assert_close(m.long.kernel(conv), expected, atol=1e-7, rtol=0)
+    assert DEFAULT_TAP_INIT == "shift"
     _randomize(m)
     m.eval()
     h.requires_grad_(True)
@@ -259,6 +266,8 @@ def test_bottleneck_shapes_and_identity_at_init():
             assert (lsnet(x) - tsm(x)).abs().max().item() <= 1e-6
             for m in _lsm_modules(lsnet):
                 m.long.scale.weight.fill_(0.1)
+                for conv in m.long.taps:  # at T = 1 shift taps read only the zero padding
+                    conv.weight.add_(0.1)
             assert lsnet(x).shape == (T, 5)
             assert not torch.allclose(lsnet(x), tsm(x))
 
@@ -391,7 +400,7 @@ def _fit_previous_frame(alpha_gain, tap_gain, steps=200, signal=0.05):
     last 10 losses, largest |kernel - identity|)."""
     torch.manual_seed(0)
     T, C = 8, 8
-    m = LongShortModule(C, T, reduction=4, groups=4, branches=('long',))
+    m = LongShortModule(C, T, reduction=4, groups=4, branches=('long',), tap_init='identity')
     if alpha_gain is not None:
         m.long.alpha_gain, m.long.tap_gain = alpha_gain, tap_gain
     head = nn.Linear(C, 1)
@@ -495,8 +504,8 @@ def test_resume_names_a_changed_lsm_placement():
     # checkpoints written before the stage flags existed carry no stage keys: nothing to compare
     old = {'config': {k: v for k, v in stored['config'].items() if not k.endswith('_stages')}}
     train_main.check_resume_config(old, _model('resnet18', 4), 'ckpt.pth.tar')
-    with pytest.raises(LSNetError, match=r"lsm_tap_init='shift' but the flags give 'identity'"):
-        train_main.check_resume_config({'config': _model('resnet18', 4, lsm_tap_init='shift').config()},
+    with pytest.raises(LSNetError, match=r"lsm_tap_init='identity' but the flags give 'shift'"):
+        train_main.check_resume_config({'config': _model('resnet18', 4, lsm_tap_init='identity').config()},
                                        _model('resnet18', 4), 'ckpt.pth.tar')
 
 
