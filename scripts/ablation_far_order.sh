@@ -9,8 +9,9 @@
 #    16 frames apart: out of reach of the +-8 frames a TSM ResNet-18 output frame sees) and
 #    speed_far (an object seen twice, 2 frames each, 24 or 17 blank frames apart, as far from the
 #    ends), 75 training clips per class;
-# 3. TSM, LSNet and LSNet with shift-initialised long-branch taps, each started from step 1's
-#    checkpoint (tools/ablation.py --init_from) and trained at 64 segments, batch 4, 15 epochs.
+# 3. TSM, LSNet with the original identity taps (ablation model LSNet) and with the default
+#    shift-initialised taps (LSNet-shiftinit), each started from step 1's checkpoint
+#    (tools/ablation.py --init_from) and trained at 64 segments, batch 4, 15 epochs.
 #
 # Environment: LSNET_DATA_ROOT (default ./data), ABLATION_OUT (default ./ablation_far),
 # ABLATION_JOBS (default 2), ABLATION_THREADS (default 1), ABLATION_SEED (default 0),
