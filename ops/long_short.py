@@ -34,9 +34,10 @@ size, than conv weights of scale 1/sqrt(fan-in).  Trained that way (the syntheti
 README.md), ``α`` ended at 0.005-0.03 and the side taps at 0.003 or less: the taps added
 0.08-0.4 % of ``h``.  So the branch stores ``α / ALPHA_GAIN`` and ``(kernel - identity) / TAP_GAIN``:
 the forward pass is the spec's and ``α`` still starts at 0 (the taps where ``tap_init`` puts
-them), but SGD moves ``α`` and the kernels ``gain²`` times faster, and weight decay pulls the kernels
-towards the identity, not towards zero -- a learning-rate multiplier (``gain²``, with weight decay ``gain²``
-times weaker relative to the gradient) that needs no optimizer group of its own.  The gain is 3: at
+them), but SGD moves ``α`` and the kernels ``gain²`` times faster, and weight decay pulls the
+kernels towards the identity, not towards zero -- a learning-rate multiplier (``gain²``, with
+weight decay ``gain²`` times weaker relative to the gradient) that needs no optimizer group of its
+own.  The gain is 3: at
 10 the cascaded kernels ran away in the same ablation (the long branch's output grew to 10³-10⁴
 times its input in the first stages, drowning ``h`` and ``S``); at 3 the long branch ends at
 0.2-2.4 times ``h`` and both branches stay active.
