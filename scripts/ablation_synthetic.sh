@@ -4,8 +4,9 @@
 # Trains TSN, TSM, LSNet (identity taps), LSNet-start2-shiftinit (the default shift taps, the first
 # 2 epochs as TSM: the recommended configuration from scratch) and LSNet with only its short-term or
 # only its long-term branch through main.py with one recipe (ResNet-18 from scratch, 8 segments of
-# 32x32 px, cosine lr, seed 0), evaluates each with test_models.py --class_groups, and prints top-1 accuracy per class group and
-# inside each temporal pair (tools/ablation.py does the work; it reuses finished runs).
+# 32x32 px, cosine lr, seed 0), evaluates each with test_models.py --class_groups, and prints
+# top-1 accuracy per class group and inside each temporal pair (tools/ablation.py does the work;
+# it reuses finished runs).
 #
 # The set is the quick start's 14 classes plus the long-range order pair (gen_synthetic.py
 # --families ... order_long), 16 classes, in its own folder.
