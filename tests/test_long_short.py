@@ -477,7 +477,7 @@ def test_ablation_models_build_what_their_names_say(tmp_path):
     from opts import build_train_parser
     from tools import ablation
     args = ablation.build_parser().parse_args(['--out', str(tmp_path), '--num_segments', '4'])
-    assert args.models == ['TSN', 'TSM', 'LSNet', 'LSNet-short', 'LSNet-long']
+    assert args.models == ['TSN', 'TSM', 'LSNet', 'LSNet-start2-shiftinit', 'LSNet-short', 'LSNet-long']
     expected = {'TSM': {}, 'LSNet': {f'layer{k}.{i}': ('short', 'long') for k in range(1, 5) for i in (0, 1)},
                 'LSNet-late': {f'layer{k}.{i}': ('short', 'long') for k in (3, 4) for i in (0, 1)},
                 'LSNet-long-late': {f'layer{k}.{i}': ('long',) for k in (3, 4) for i in (0, 1)},
@@ -493,6 +493,11 @@ def test_ablation_models_build_what_their_names_say(tmp_path):
     assert delayed[delayed.index('--lsm_start') + 1] == '5' and '--lsm' in delayed
     start2 = ablation.train_argv(args, str(tmp_path), 'LSNet-start2')
     assert start2[start2.index('--lsm_start') + 1] == '2'
+    # the LSNet* models keep the identity taps the README tables measured; *-shiftinit the default
+    for name in ablation.MODELS:
+        t = build_train_parser().parse_args(ablation.train_argv(args, str(tmp_path), name))
+        if t.lsm:
+            assert t.lsm_tap_init == ('shift' if name.endswith('shiftinit') else 'identity'), name
 
 
 def test_resume_names_a_changed_lsm_placement():
