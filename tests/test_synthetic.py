@@ -184,12 +184,13 @@ def test_far_order_flashes_out_of_a_shift_networks_reach(frames):
     assert len(starts) > 3  # the flashes move from clip to clip
 
 
-def test_far_order_needs_long_clips(tmp_path):
-    with pytest.raises(LSNetError, match='order_far needs --frames >= 56'):
-        gs.generate(str(tmp_path / 'x'), families=['order_far'], frames=24, size=32,
+@pytest.mark.parametrize('family,short,shorter', [('order_far', 24, 48), ('speed_far', 48, 40)])
+def test_far_families_need_long_clips(tmp_path, family, short, shorter):
+    with pytest.raises(LSNetError, match=f'{family} needs --frames >= 56'):
+        gs.generate(str(tmp_path / 'x'), families=[family], frames=short, size=32,
                     num_train_per_class=1, num_val_per_class=1, workers=1)
     assert not os.path.exists(tmp_path / 'x')
-    assert gs.main(['--out', str(tmp_path / 'y'), '--families', 'order_far', '--frames', '48']) == 2
+    assert gs.main(['--out', str(tmp_path / 'y'), '--families', family, '--frames', str(shorter)]) == 2
     assert not os.path.exists(tmp_path / 'y')
 
 
@@ -221,12 +222,3 @@ def test_far_speed_sightings_out_of_a_shift_networks_reach(frames):
             assert first[0] >= 2 * reach and second[-1] <= frames - 1 - 2 * reach
             starts.add(int(first[0]))
         assert starts == set(range(margin, margin + jitter + 1))  # same onset range for both classes
-
-
-def test_far_speed_needs_long_clips(tmp_path):
-    with pytest.raises(LSNetError, match='speed_far needs --frames >= 56'):
-        gs.generate(str(tmp_path / 'x'), families=['speed_far'], frames=48, size=32,
-                    num_train_per_class=1, num_val_per_class=1, workers=1)
-    assert not os.path.exists(tmp_path / 'x')
-    assert gs.main(['--out', str(tmp_path / 'y'), '--families', 'speed_far', '--frames', '40']) == 2
-    assert not os.path.exists(tmp_path / 'y')

@@ -271,6 +271,10 @@ def far_hop_frames(rng, frames, fast):
     return a, a + w + (fast_gap if fast else slow_gap), w
 
 
+# families whose clips need a minimum length: family -> geometry function that raises below it
+LONG_CLIP_FAMILIES = {'order_far': far_flash_geometry, 'speed_far': far_hop_geometry}
+
+
 def _draw_clip(family, k, rng, frames, size):
     """Random clip of class ``k`` of ``family`` (forward class for pairs) -> uint8 frames."""
     S = float(size)
@@ -441,10 +445,9 @@ def generate(out_dir, seed=0, num_train_per_class=DEFAULTS['num_train_per_class'
                          f'(got frames={frames}, size={size}, train={num_train_per_class}, '
                          f'val={num_val_per_class})')
     names, groups, pairs, _ = class_table(families)
-    if 'order_far' in families:
-        far_flash_geometry(frames)  # raises for clips too short
-    if 'speed_far' in families:
-        far_hop_geometry(frames)
+    for fam in families:
+        if fam in LONG_CLIP_FAMILIES:
+            LONG_CLIP_FAMILIES[fam](frames)  # raises for clips too short
     frames_dir = os.path.join(out_dir, 'frames')
     os.makedirs(frames_dir, exist_ok=True)
     t0 = time.time()
