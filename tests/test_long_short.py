@@ -110,7 +110,7 @@ def test_module_is_identity_at_init_and_gradcheck(tap_init):
         expected = torch.tensor([[0.0, 1.0, 0.0]] * 4, dtype=torch.float64)
     for conv in m.long.taps:  # float32 weights / 3 seen in float64: within 1e-7 of the shift
         torch.testing.assert_close(m.long.kernel(conv), expected, atol=1e-7, rtol=0)
-    assert DEFAULT_TAP_INIT == "shift"
+    assert DEFAULT_TAP_INIT == 'shift'
     _randomize(m)
     m.eval()
     h.requires_grad_(True)
@@ -610,15 +610,19 @@ def test_shift_tap_init_starts_with_the_full_reach():
         LongTermBranch(16, 8, tap_init='zeros')
 
 
+def _pulses(T, start, width):
+    """(n, T) float: 1 on frames start .. start + width - 1 of each clip, ``start`` (n,)."""
+    t = torch.arange(T)
+    return ((t >= start[:, None]) & (t < start[:, None] + width)).float()
+
+
 def _far_order_batch(n, g, T=64, width=4):
     """Toy of the 'order_far' pair, (n·T, 2, 1, 1) and (n,): a red then a blue pulse 17-20 frames
     apart (class 0) or the reverse (class 1)."""
     a = torch.randint(16, 24, (n,), generator=g)
     b = a + width + torch.randint(17, 21, (n,), generator=g)
     y = torch.randint(0, 2, (n,), generator=g)
-    t = torch.arange(T)
-    first = ((t >= a[:, None]) & (t < a[:, None] + width)).float()
-    second = ((t >= b[:, None]) & (t < b[:, None] + width)).float()
+    first, second = _pulses(T, a, width), _pulses(T, b, width)
     red, blue = torch.where(y[:, None] == 0, first, second), torch.where(y[:, None] == 0, second, first)
     x = torch.stack([red, blue], 2) + 0.1 * torch.randn(n, T, 2, generator=g)
     return x.view(n * T, 2, 1, 1), y
@@ -630,9 +634,8 @@ def _far_speed_batch(n, g, T=64, width=2):
     a = torch.randint(16, 21, (n,), generator=g)
     y = torch.randint(0, 2, (n,), generator=g)
     b = a + width + torch.where(y == 1, 17, 24)
-    t = torch.arange(T)
-    on = ((t >= a[:, None]) & (t < a[:, None] + width)) | ((t >= b[:, None]) & (t < b[:, None] + width))
-    x = on.float()[:, :, None] + 0.1 * torch.randn(n, T, 1, generator=g)
+    on = _pulses(T, a, width) + _pulses(T, b, width)  # the pulses never overlap
+    x = on[:, :, None] + 0.1 * torch.randn(n, T, 1, generator=g)
     return x.view(n * T, 1, 1, 1), y
 
 
