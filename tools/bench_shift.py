@@ -8,10 +8,13 @@ is the default. TSM is the same network with ``--shift``.
 - training step: forward, cross-entropy, backward, SGD step (the model's optimizer groups);
 - inference: ``eval()`` under ``torch.no_grad()``.
 
-One clip of ``--num_segments`` frames per step. The four measurements alternate inside every
-repeat (TSN first in even repeats, TSM first in odd ones), warm-up iterations excluded, and the
-ratios are ratios of medians, so load from other processes hits TSN and TSM alike. The last line is
-machine-readable: ``tsm_over_tsn_train=<x> tsm_over_tsn_infer=<y>``.
+One clip of ``--num_segments`` frames per step. The measurements alternate inside every repeat
+(TSN first in even repeats, TSM first in odd ones; warm-up repetitions are not timed), so TSN and
+TSM of one repeat run back to back under the same load. The reported ratio is the median over
+repeats of those paired ratios: on a machine shared with other jobs, step times jump between a
+fast and a several-times-slower mode, and a ratio of two medians can then compare the fast mode
+of one model with the slow mode of the other. Ratios of the medians and of the minima are printed
+as a check. The last line is machine-readable: ``tsm_over_tsn_train=<x> tsm_over_tsn_infer=<y>``.
 
 Usage: ``python tools/bench_shift.py [--arch resnet50] [--num_segments 8] [--input_size 224]
 [--repeats 15] [--warmup 2] [--threads 2]``
@@ -117,12 +120,12 @@ def main(argv=None):
     ratios = {}
     for kind, label in (('train', 'training step (fwd+bwd+SGD)'), ('infer', 'inference (eval, no_grad)')):
         tsn, tsm = times[('TSN', kind)], times[('TSM', kind)]
-        med_tsn, med_tsm = 1000 * statistics.median(tsn), 1000 * statistics.median(tsm)
-        ratios[kind] = med_tsm / med_tsn
-        paired = statistics.median(b / a for a, b in zip(tsn, tsm))
-        print('{:29s} TSN {:9.1f} ms  TSM {:9.1f} ms  (medians; min {:.1f} / {:.1f} ms)  '
-              'TSM/TSN {:.3f} (median of paired ratios {:.3f})'
-              .format(label, med_tsn, med_tsm, 1000 * min(tsn), 1000 * min(tsm), ratios[kind], paired))
+        ratios[kind] = statistics.median(b / a for a, b in zip(tsn, tsm))
+        med = (statistics.median(tsn), statistics.median(tsm))
+        print('{:28s} TSN {:8.1f} ms  TSM {:8.1f} ms (medians; minima {:.1f} / {:.1f} ms)  TSM/TSN {:.3f} '
+              '(median of paired ratios; ratio of medians {:.3f}, of minima {:.3f})'
+              .format(label, 1000 * med[0], 1000 * med[1], 1000 * min(tsn), 1000 * min(tsm), ratios[kind],
+                      med[1] / med[0], min(tsm) / min(tsn)))
     print('tsm_over_tsn_train={:.4f} tsm_over_tsn_infer={:.4f}'.format(ratios['train'], ratios['infer']))
     return 0
 
