@@ -4,7 +4,7 @@ List lines are ``path num_frames label`` (whitespace separated, extra columns ig
 relative to ``root_path``).  For video files (``.mp4``, ``.webm``, ``.avi``, ``.mkv``) the line may
 also be ``path label`` or carry ``num_frames`` 0: the count then comes from the container.
 
-Sampling follows the TSM reference index for index (REFERENCE_FACTS.md).  The samplers return
+Sampling follows the TSM reference index for index (docs/reference_semantics.md).  The samplers return
 0-based offsets; the frame file numbers are ``offset + 1``; a segment's ``L`` images are frames
 ``offset+1, offset+2, ...`` never past frame ``n``.  Randomness comes from Python's ``random``
 module, which PyTorch seeds differently in every DataLoader worker.

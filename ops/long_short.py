@@ -1,77 +1,40 @@
 """The Long-Short temporal Module (LSM), LSNet's addition to TSM.
 
-Inside every residual block that TSM shifts, the feature map ``h`` (``(N·T, C, H, W)``, after
-conv1-BN-ReLU for ResNets, the residual branch's input for MobileNetV2) is replaced by::
+Shapes: a batch is ``(N·T, C, H, W)``, clip-major (``T`` segments per clip), as everywhere in the
+model.  Inside every residual block that TSM shifts, the feature map ``h`` (after conv1-BN-ReLU
+for ResNets, the residual branch's input for MobileNetV2) is replaced by::
 
     h' = h + S(h) + L(h)
 
-- ``S`` (:class:`ShortTermBranch`) sees adjacent-frame motion.  ``Z = BN(1x1 conv C->C_r)(h)``,
-  ``Ẑ`` a depthwise 3x3 of ``Z`` (identity at init), ``D+_t = Ẑ_{t+1} - Z_t``,
-  ``D-_t = Ẑ_{t-1} - Z_t`` (zero at the clip ends).  The signed differences (not their absolute
-  value) keep the direction of motion: reversing a clip swaps and negates them.
-  ``M = [D+, D-]``, ``M̄ = M + up(dw3x3(avgpool2(M)))``, ``S(h) = h * tanh(E(M̄))`` with ``E`` a
-  zero-initialised 1x1 conv ``2C_r -> C``.  No layer after the differences has a bias, so a static
-  clip gives exactly ``S = 0``.
-- ``L`` (:class:`LongTermBranch`) aggregates over a long temporal range.  ``h`` is split into
-  ``groups`` channel groups; ``u1 = TConv1(h1)``, ``ug = TConvg(hg + u(g-1))``, each ``TConv`` a
-  depthwise temporal conv (kernel 3, zero padding, dilation ``2**(g-1)`` capped at ``max(1, T//2)``,
-  initialised as a bidirectional shift; see "Tap initialisation"), so the last group sees ±15 frames
-  at ``T >= 16``.  A clip gate
-  ``γ = 2σ(W2 ReLU(W1 GAP_{T,H,W}(h)))`` (``W2`` zero-initialised, so ``γ = 1`` at init) and a
-  per-channel scale ``α`` (zero at init) give ``L(h) = α * γ * [u1 … ug]``.
+- ``S`` (:class:`ShortTermBranch`), short-term motion: signed differences of adjacent frames of a
+  reduced ``Z = BN(1x1 conv)(h)`` (reversing a clip swaps and negates them, so the direction of
+  motion survives), plus pooled context, then a zero-initialised 1x1 conv ``E``:
+  ``S(h) = h * tanh(E(M̄))``.
+- ``L`` (:class:`LongTermBranch`), long-term aggregation: ``groups`` channel groups through a
+  cascade of depthwise temporal convs (kernel 3, dilations 1, 2, 4, 8 capped at ``T // 2``), each
+  group receiving the previous group's output, so the last one sees ±15 frames; scaled by a clip
+  gate ``γ`` (``W2`` zero-initialised, so ``γ = 1``) and a per-channel ``α`` (zero at init).
+
+Why: TSM mixes only neighbouring frames and reaches further only through depth; ``S`` gives each
+block explicit, signed motion and ``L`` a long temporal reach in one block, for +1.7 % FLOPs.
 
 At initialisation ``S = L = 0`` exactly, so an LSNet equals the TSM it was built from and TSM or
-ImageNet checkpoints fine-tune into it.  Because ``E``, ``W2`` and ``α`` start at zero, only ``E``
-and ``α`` get a gradient on the first step; once they have moved the gradient reaches the layers
-before them (the rest after step 1, ``W2``'s input ``W1`` after step 2).
+ImageNet checkpoints fine-tune into it.  :func:`make_long_short` inserts one ``LongShortModule``
+as attribute ``lsm`` of every shifted block without renaming anything, so only keys containing
+``.lsm.`` are new.  Every parameter lives in an ordinary ``nn.Conv2d``/``nn.BatchNorm2d``/
+``nn.Linear``, so the optimizer policies treat them as weights/biases/BN; partial BN skips the
+BatchNorm layers inside modules named ``lsm`` (they have no pretrained statistics to protect).
 
-Learning the long-term branch.  With identity taps, ``L = α·γ·[h1, h1+h2, …]`` is a fixed linear
-mix of channels, which the next convolution can already express, so ``α``'s gradient carries no
-consistent signal; and the temporal part of ``L`` is ``α`` times the taps' offsets from identity,
-two factors that both start at zero (a saddle: each one's gradient is proportional to the other).
-Under one learning rate the O(1)-scale ``α`` and taps also move far more slowly, relative to their
-size, than conv weights of scale 1/sqrt(fan-in).  Trained that way (the synthetic ablation of
-README.md), ``α`` ended at 0.005-0.03 and the side taps at 0.003 or less: the taps added
-0.08-0.4 % of ``h``.  So the branch stores ``α / ALPHA_GAIN`` and ``(kernel - identity) / TAP_GAIN``:
-the forward pass is the spec's and ``α`` still starts at 0 (the taps where ``tap_init`` puts
-them), but SGD moves ``α`` and the kernels ``gain²`` times faster, and weight decay pulls the
-kernels towards the identity, not towards zero -- a learning-rate multiplier (``gain²``, with
-weight decay ``gain²`` times weaker relative to the gradient) that needs no optimizer group of its
-own.  The gain is 3: at
-10 the cascaded kernels ran away in the same ablation (the long branch's output grew to 10³-10⁴
-times its input in the first stages, drowning ``h`` and ``S``); at 3 the long branch ends at
-0.2-2.4 times ``h`` and both branches stay active.
+Learning the long-term branch.  ``α`` and the tap offsets are stored divided by ``ALPHA_GAIN`` /
+``TAP_GAIN`` (3): the forward pass is unchanged, but SGD moves them ``gain²`` times faster and
+weight decay pulls the kernels towards the identity.  Stored plainly they barely moved in training.
 
-Tap initialisation (``tap_init``, ``--lsm_tap_init``).  The gains speed up a branch that is already
-moving; they do not open the saddle when the data give the branch nothing to follow at first order.
-On a task that only a long reach solves (the synthetic ``order_far`` pair, README), identity taps
-keep ``α`` near zero: ``[h1, h1+h2, …]`` adds no reach, so no loss gradient says which way to go.
-``'shift'`` starts half of each group's channels at the tap ``t - d`` and half at ``t + d`` (TSM's
-bidirectional shift at the group's dilation), so the cascade reads ``t ± (d_g + … + d_1)`` from the
-first step and ``α``'s gradient carries the long-range signal.  ``α = 0`` still makes the network
-equal to TSM at initialisation.  Since the synthetic ablations of README.md (far order: 100 % with
-shift taps, chance with identity taps; from scratch with ``--lsm_start 2``, at or above TSM on every
-group of the 16-class set in the five-seed mean) ``'shift'`` is the default; ``'identity'`` remains
-for ablations and for the tables measured with it.
+Tap initialisation (``tap_init``, ``--lsm_tap_init``).  ``'shift'`` (the default) starts half of
+each group's channels at the tap ``t - d`` and half at ``t + d``, so the cascade has its full reach
+from the first step; ``'identity'`` (the original spec) adds no reach, which leaves ``α`` at a
+saddle on tasks that only a long reach solves.  Either way ``α = 0`` keeps the network equal to TSM.
 
-Every parameter lives in an ordinary ``nn.Conv2d``/``nn.BatchNorm2d``/``nn.Linear``
-so the optimizer policies treat them as weights/biases/BN.  ``α / ALPHA_GAIN`` is held as the
-weight of a depthwise 1x1 ``nn.Conv2d`` (``long.scale``) but applied as a per-channel scale folded
-into the clip gate (one multiply instead of a conv over the whole map); the tap offsets are the
-weights of depthwise (3, 1) ``nn.Conv2d`` (``long.taps``).  Checkpoints written before this
-parametrisation (keys ``long.alpha`` / ``long.tconvs``) are refused by ``--weights`` as
-unexpected keys rather than silently misread.
-
-Partial BN: ``TSN``'s partial BN freezes every BatchNorm after the first, because those layers carry
-ImageNet statistics.  The short branch's BN has no pretrained statistics (it starts at mean 0,
-variance 1, identity affine); frozen, it would never learn the scale of ``Z`` and its running
-statistics would stay meaningless.  So partial BN skips BatchNorm layers inside modules named
-``lsm`` (``ops/models.py`` does that): they keep training-mode statistics and trainable affine
-parameters.
-
-:func:`make_long_short` inserts one ``LongShortModule`` as attribute ``lsm`` of every shifted
-block, without renaming any existing module, so every TSM key stays as it was and only keys
-containing ``.lsm.`` are new.
+Design details and the experiments behind these choices: ``docs/lsnet.md``.
 """
 import contextlib
 import logging
