@@ -5,11 +5,11 @@ With ``fold = C // n_div``: channels ``[0, fold)`` take the value of frame ``t+1
 channels ``[fold, 2*fold)`` that of frame ``t-1`` ("shift right"), the rest stay; a frame with
 nothing to take gets zeros.
 
-Four implementations with bit-identical results:
-- :func:`shift_slicing` — the plain formula (zeros, then slice copies); reference for tests.
-- :class:`ShiftFunction` (mode ``'fast'``) — writes each output element exactly once, backward is
-  the opposite shift. On CPU one compiled C loop does it (:mod:`ops.native_shift`); elsewhere, or
-  without a C compiler, five ATen slice operations.
+One shift (:func:`shift_tensor`: five ATen slice operations that write each output element once,
+in any dtype, device and memory format) used three ways, all bit-identical to the plain formula
+:func:`shift_slicing` (the reference of the tests):
+- :class:`ShiftFunction` (mode ``'fast'``, the default) — the shift as one autograd node whose
+  backward is the opposite shift, instead of the formula's zero fill and three copies.
 - :class:`ShiftConv2dFunction` (mode ``'lean'``) — shift fused with the wrapped ``conv1`` of a
   residual branch; only the *unshifted* input is kept for backward and the shift is recomputed
   there, so TSM keeps no more activations alive than TSN.
@@ -25,7 +25,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ops import native_shift
 from ops.errors import LSNetError
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ def shift_slicing(x, n_segment, fold_div=8):
 
 
 def _slice_copies(src, dst, fold, direction):
-    """Fill ``dst`` (N, T, C, ...) from ``src``: each element written once."""
+    """Fill ``dst`` (N, T, C, H, W) with ``src`` shifted (see :func:`shift_tensor`), each element once."""
     if fold > 0:
         a, b = slice(0, fold), slice(fold, 2 * fold)
         first, second = (a, b) if direction > 0 else (b, a)
@@ -67,16 +66,15 @@ def _check_shape(x, n_segment):
 
 
 def shift_tensor(x, n_segment, fold, direction=1):
-    """Non-differentiable shift of ``(N*T, C, H, W)`` into a fresh tensor, each element written once.
+    """Non-differentiable shift of ``(N*T, C, H, W)`` into a fresh tensor of the same memory format.
 
     ``direction=+1`` is the forward shift (first fold takes t+1, second fold takes t-1);
-    ``direction=-1`` the opposite one (used for gradients).
+    ``direction=-1`` the opposite one, its adjoint (used for gradients).
     """
     out = torch.empty_like(x)
-    if not native_shift.shift_into(x, out, n_segment, fold, direction):
-        nt, c, h, w = x.shape
-        shape5 = (nt // n_segment, n_segment, c, h, w)
-        _slice_copies(x.view(shape5), out.view(shape5), fold, direction)
+    nt, c, h, w = x.shape
+    shape5 = (nt // n_segment, n_segment, c, h, w)
+    _slice_copies(x.view(shape5), out.view(shape5), fold, direction)
     return out
 
 
