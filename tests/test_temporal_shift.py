@@ -8,7 +8,7 @@ from archs.mobilenet_v2 import MobileNetV2
 from ops.errors import LSNetError
 from ops.non_local import NL3DWrapper, NonLocalBlock3D, make_non_local
 from ops.temporal_shift import (ShiftConv2dFunction, ShiftFunction, TemporalPool, TemporalShift,
-                                make_temporal_shift, shift_slicing, temporal_shift)
+                                make_temporal_shift, shift_slicing, shift_tensor, temporal_shift)
 
 # (N, T, C, fold_div): even/odd channels, T = 1, fold 0
 SHAPES = [(2, 4, 16, 8), (2, 3, 13, 4), (3, 1, 8, 4), (1, 4, 7, 8), (2, 8, 24, 8)]
@@ -57,6 +57,52 @@ def test_fast_shift_channels_last_and_noncontiguous_grad():
     y.sum().backward()  # expanded (stride-0) gradient
     ref = torch.autograd.grad(shift_slicing(x, 4, 8).sum(), x)[0]
     assert torch.equal(x.grad, ref)
+
+
+def _frame_by_frame(x, n_segment, fold, direction=1):
+    """The shift written out one frame at a time: a reference for any fold and both directions."""
+    first, second = (slice(0, fold), slice(fold, 2 * fold))[::direction]
+    out = torch.zeros_like(x)
+    for i in range(x.size(0)):
+        t = i % n_segment
+        out[i, 2 * fold:] = x[i, 2 * fold:]
+        if t + 1 < n_segment:
+            out[i, first] = x[i + 1, first]
+        if t > 0:
+            out[i, second] = x[i - 1, second]
+    return out
+
+
+# (N, T, C, H, W, fold): even/odd channels, T = 1, fold 0, fold = C (n_div 1), 1x1 and odd planes
+CASES = [(2, 4, 16, 5, 4, 2), (2, 3, 13, 3, 3, 3), (3, 1, 8, 2, 2, 1), (1, 4, 7, 5, 5, 0),
+         (2, 8, 24, 7, 7, 3), (1, 4, 6, 1, 1, 1), (2, 2, 5, 3, 1, 5), (1, 8, 256, 14, 14, 32)]
+
+
+@pytest.mark.parametrize('n,t,c,h,w,fold', CASES)
+@pytest.mark.parametrize('direction', [1, -1])
+def test_shift_tensor_matches_frame_by_frame(n, t, c, h, w, fold, direction):
+    x = torch.randn(n * t, c, h, w)
+    out = shift_tensor(x, t, fold, direction)
+    assert torch.equal(out, _frame_by_frame(x, t, fold, direction))
+    if direction == 1 and fold == c // 8:
+        assert torch.equal(out, shift_slicing(x, t, 8))
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.uint8])
+def test_shift_tensor_any_dtype(dtype):
+    x = (torch.randn(12, 10, 3, 5) * 100).to(dtype)
+    for direction in (1, -1):
+        assert torch.equal(shift_tensor(x, 4, 3, direction), _frame_by_frame(x, 4, 3, direction))
+
+
+def test_shift_tensor_keeps_channels_last_and_reads_offset_views():
+    x = torch.randn(8, 16, 3, 3).contiguous(memory_format=torch.channels_last)
+    out = shift_tensor(x, 4, 2)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, shift_slicing(x.contiguous(), 4, 8))
+    view = torch.randn(1 + 4 * 9 * 5 * 7)[1:].view(4, 9, 5, 7)  # starts one element into its storage
+    for direction in (1, -1):
+        assert torch.equal(shift_tensor(view, 4, 2, direction), _frame_by_frame(view, 4, 2, direction))
 
 
 CONVS = [dict(k=1, stride=1, pad=0, bias=False), dict(k=3, stride=2, pad=1, bias=True),
@@ -220,3 +266,11 @@ def test_shift_traces_with_torch_export(mode):
     x = torch.randn(4, 8, 3, 3)
     program = torch.export.export(net, (x,))
     assert torch.equal(program.module()(x), net(x))
+
+
+def test_export_in_training_mode_records_the_shift():
+    """Exported while recording a graph (ShiftFunction, not the in-place path), the program shifts new inputs."""
+    net = TemporalShift(nn.Identity(), n_segment=4, n_div=4).train()
+    program = torch.export.export(net, (torch.randn(8, 8, 2, 2),))
+    y = torch.randn(8, 8, 2, 2)
+    assert torch.equal(program.module()(y), shift_slicing(y, 4, 4))
