@@ -224,7 +224,7 @@ def run(args):
     from ops.dataset_config import get_dataset_config
     from ops.engine import LRSchedule, parameters_finite, train_one_epoch, validate, derive_seed
     from ops.logger import RunLogger
-    from ops.utils import draw_seed, seed_everything, select_device, store_name
+    from ops.utils import draw_seed, seed_everything, select_device, store_name, to_channels_last
 
     check_flags(args)
     world, local_rank = init_distributed(args)
@@ -286,7 +286,7 @@ def run(args):
     model.partialBN(not args.no_partialbn)
     model.to(device)
     if args.channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     optimizer = torch.optim.SGD(policies, args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     schedule = LRSchedule(args.lr, args.weight_decay, args.lr_type, args.lr_steps, args.epochs, args.warmup)
     scaler = torch.amp.GradScaler('cuda') if (args.amp and device.type == 'cuda') else None

@@ -92,7 +92,7 @@ def build_train_parser():
     g.add_argument('--amp', default=False, action='store_true',
                    help='mixed precision: bf16 autocast on CPU, fp16 + GradScaler on CUDA (on CPU a win '
                         'for large inputs on CPUs with native bf16 only; see tools/bench_train.py)')
-    _add_memory_format_flags(g)
+    add_memory_format_flags(g)
     g.add_argument('--seed', type=int, default=None,
                    help='seed of sampling, augmentation and initialisation (default: drawn, then saved)')
     g.add_argument('--warmup', type=float, default=0.0, metavar='EPOCHS',
@@ -134,7 +134,7 @@ def build_train_parser():
     return p
 
 
-def _add_memory_format_flags(g):
+def add_memory_format_flags(g):
     g.add_argument('--channels_last', dest='channels_last', default=True, action='store_true',
                    help='channels_last memory format (default on: about 1.4x faster CPU training, '
                         'same numbers; see tools/bench_train.py)')
@@ -177,7 +177,7 @@ def build_test_parser():
 
     g = p.add_argument_group('LSNet additions')
     _add_device_flags(g)
-    _add_memory_format_flags(g)
+    add_memory_format_flags(g)
     g.add_argument('--root_path', type=str, default='')
     _add_dataset_flags(g)
     g.add_argument('--save_scores', type=str, default=None, metavar='FILE.npz',

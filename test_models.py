@@ -64,6 +64,7 @@ def load_model(path, n_segments, test_list, args, device):
     from ops.checkpoint import load_checkpoint, load_weights
     from ops.dataset_config import get_dataset_config
     from ops.models import build_model_from_config
+    from ops.utils import to_channels_last
 
     ckpt = load_checkpoint(path)
     cfg, source = model_config_for(path, ckpt, args)
@@ -90,7 +91,7 @@ def load_model(path, n_segments, test_list, args, device):
              '{}/{}'.format(model.shift_div, model.shift_place) if model.is_shift else 'off', report.summary())
     model.to(device).eval()
     if args.channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     return model, dcfg, segments
 
 

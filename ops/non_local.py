@@ -67,7 +67,8 @@ def make_non_local(net, n_segment, stage_segments=None):
     """
     import torchvision
     if not isinstance(net, torchvision.models.ResNet):
-        raise LSNetError('--non_local is only supported for ResNet backbones')
+        raise LSNetError('--non_local needs a ResNet --arch (resnet18 ... resnet152); got a {} backbone'
+                         .format(type(net).__name__))
     segs = stage_segments or [n_segment] * 4
     for name, seg in (('layer2', segs[1]), ('layer3', segs[2])):
         stage = getattr(net, name)

@@ -158,6 +158,21 @@ def select_device(device='auto', gpus=None, local_rank=None):
     return torch.device('cuda', index)
 
 
+def to_channels_last(model):
+    """Put every 4-D parameter and buffer of ``model`` in channels_last layout, in place.
+
+    ``model.to(memory_format=torch.channels_last)`` refuses a model holding 5-D weights (the
+    Conv3d of the non-local blocks); those, and every other non-4-D tensor, keep their layout.
+    Parameters stay the same objects, so an optimizer built before the call still holds them.
+    """
+    for module in model.modules():
+        for tensors in (module._parameters, module._buffers):
+            for t in tensors.values():
+                if t is not None and t.dim() == 4:
+                    t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
 def seed_everything(seed):
     """Seed Python, NumPy and torch (CPU and CUDA) generators."""
     random.seed(seed)

@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops.engine import autocast_context  # noqa: E402
 from ops.models import TSN  # noqa: E402
+from ops.utils import to_channels_last  # noqa: E402
 from opts import build_train_parser  # noqa: E402
 
 SETTINGS = ('plain', 'defaults', 'cl', 'bf16', 'cl+bf16', 'lean')
@@ -50,7 +51,7 @@ class Runner:
                          is_shift=True, shift_div=8, shift_place='blockres', dropout=0.5,
                          input_size=args.input, shift_mode=shift_mode)
         if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            to_channels_last(self.model)
         self.model.train()
         self.opt = torch.optim.SGD(self.model.get_optim_policies(), 0.01, momentum=0.9, weight_decay=1e-4)
         for g in self.opt.param_groups:

@@ -24,6 +24,8 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
 import torch  # noqa: E402
 
 from ops.errors import LSNetError  # noqa: E402
+from ops.utils import to_channels_last  # noqa: E402
+from opts import add_memory_format_flags  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 _NUMBERED = re.compile(r'^(.*?)(\d+)(\.[A-Za-z]+)$')
@@ -141,7 +143,7 @@ def load_clip(source, model, image_tmpl=None):
     return clip, n
 
 
-def predict(model, clip, test_crops=1):
+def predict(model, clip, test_crops=1, channels_last=False):
     """Class probabilities ``(num_class,)``: softmax of the crops' mean logits."""
     from ops.transforms import build_transform
 
@@ -151,6 +153,8 @@ def predict(model, clip, test_crops=1):
     x = transform(clip)  # (K·T, L·C, h, w), crop-major
     device = next(model.parameters()).device
     x = x.reshape(-1, model.num_segments * x.shape[1], *x.shape[-2:]).to(device)  # (K, T·L·C, h, w)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         logits = model(x)
     return torch.softmax(logits.float().mean(dim=0), dim=0).cpu()
@@ -181,6 +185,7 @@ def build_parser():
     p.add_argument('--device', default='auto', help='auto (CUDA when present), cpu, cuda, cuda:N')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (default: torch default)')
     p.add_argument('--json', action='store_true', help='print one JSON object')
+    add_memory_format_flags(p)
     return p
 
 
@@ -192,9 +197,11 @@ def run(args):
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     model, ckpt = load_trained_model(args.checkpoint, device)
+    if args.channels_last:
+        to_channels_last(model)
     names = class_names(ckpt, model.num_class, args.category_file)
     clip, n = load_clip(args.input, model, args.image_tmpl or None)
-    probs = predict(model, clip, args.test_crops)
+    probs = predict(model, clip, args.test_crops, args.channels_last)
     k = min(args.topk, model.num_class)
     scores, labels = probs.topk(k)
     top = [{'rank': i + 1, 'label': int(c), 'class': names[int(c)], 'score': float(s)}
