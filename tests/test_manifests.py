@@ -9,15 +9,12 @@ import torch
 from ops.checkpoint import load_weights
 from ops.models import TSN
 
-MANIFEST_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'fixtures',
-                                             'tsm_ckpt_manifests'))
+MANIFEST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'tsm_ckpt_manifests')
 MANIFESTS = sorted(glob.glob(os.path.join(MANIFEST_DIR, '*.json')))
 DTYPES = {'float32': torch.float32, 'int64': torch.int64}
 
 
 def test_manifests_present():
-    if not os.path.isdir(MANIFEST_DIR):
-        pytest.skip('manifest fixtures not available at {}'.format(MANIFEST_DIR))
     assert len(MANIFESTS) == 8
 
 
