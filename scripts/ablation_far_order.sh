@@ -16,7 +16,9 @@
 # Environment: LSNET_DATA_ROOT (default ./data), ABLATION_OUT (default ./ablation_far),
 # ABLATION_JOBS (default 2), ABLATION_THREADS (default 1), ABLATION_SEED (default 0),
 # FAR_EPOCHS (default 15), FAR_FAMILIES (default "order_long order_far speed_far"; the set's folder
-# is named after them). Extra arguments go to step 3's tools/ablation.py (e.g. --models TSM LSNet).
+# is named after them); for a smoke run, SOURCE_EPOCHS (step 1, default 10), SOURCE_GEN_ARGS and
+# FAR_GEN_ARGS (extra generator flags of steps 1 and 2, e.g. "--train_per_class 2 --val_per_class 1").
+# Extra arguments go to step 3's tools/ablation.py (e.g. --models TSM LSNet).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -25,12 +27,13 @@ OUT="${ABLATION_OUT:-./ablation_far}"
 SEED="${ABLATION_SEED:-0}"
 COMMON=(--jobs "${ABLATION_JOBS:-2}" --threads "${ABLATION_THREADS:-1}" --seed "$SEED")
 
+SOURCE_EPOCHS="${SOURCE_EPOCHS:-10}"
 python tools/ablation.py --root "$DATA_ROOT/synthetic_ablation" --out "$OUT/source" --models TSM \
-    --no_diagnose "${COMMON[@]}"
-SOURCE="$OUT/source/checkpoints/TSM_synthetic_RGB_resnet18_shift8_blockres_avg_segment8_e10_none_cos_TSM/ckpt.pth.tar"
+    --epochs "$SOURCE_EPOCHS" --gen_args "${SOURCE_GEN_ARGS:-}" --no_diagnose "${COMMON[@]}"
+SOURCE="$OUT/source/checkpoints/TSM_synthetic_RGB_resnet18_shift8_blockres_avg_segment8_e${SOURCE_EPOCHS}_none_cos_TSM/ckpt.pth.tar"
 
 FAMILIES="${FAR_FAMILIES:-order_long order_far speed_far}"
 python tools/ablation.py --root "$DATA_ROOT/synthetic_far-${FAMILIES// /-}" --out "$OUT/far-${FAMILIES// /-}" \
-    --gen_args "--families $FAMILIES --frames 64 --train_per_class 75" \
+    --gen_args "--families $FAMILIES --frames 64 --train_per_class 75 ${FAR_GEN_ARGS:-}" \
     --num_segments 64 --batch_size 4 --epochs "${FAR_EPOCHS:-15}" --init_from "$SOURCE" \
     --models TSM LSNet LSNet-shiftinit "${COMMON[@]}" "$@"

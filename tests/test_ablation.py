@@ -99,7 +99,7 @@ def test_far_order_script_points_at_the_source_run_it_trains():
     tools/ablation.py writes for the TSM run the script's first step trains."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     text = open(os.path.join(root, 'scripts', 'ablation_far_order.sh')).read()
-    source = text.split('SOURCE="$OUT/source/')[1].split('"')[0]
+    source = text.split('SOURCE="$OUT/source/')[1].split('"')[0].replace('${SOURCE_EPOCHS}', '10')
     args = ablation.build_parser().parse_args(['--root', 'data/synthetic_ablation', '--out', 'out/source',
                                                '--models', 'TSM', '--seed', '0'])
     path = ablation.checkpoint_path(args, 'data/synthetic_ablation', 'TSM')
