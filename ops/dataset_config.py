@@ -27,9 +27,12 @@ Templates: ``img_{:05d}.jpg`` (UCF101, HMDB51, Kinetics), ``{:05d}.jpg`` (Someth
 paths are taken as given when they exist, else under the root.
 
 ``custom`` trains on any frames: ``root_path``, ``train_list``, ``val_list`` and ``category_file``
-(one class name per line) are required.  ``synthetic`` is the embedded dataset made by
-``tools/gen_synthetic.py`` on first use under ``root_path``, else ``$LSNET_DATA_ROOT/synthetic``,
-else ``./data/synthetic``.
+(one class name per line) are required.  ``synthetic`` is the embedded dataset rendered by
+:mod:`ops.synthetic` under :func:`synthetic_root` (``root_path``, else ``$LSNET_DATA_ROOT/synthetic``,
+else ``./data/synthetic``).  Resolving it only resolves paths: it renders nothing, and a root without
+a complete set is an :class:`LSNetError`.  The entry points render it first, explicitly, with
+``ops.synthetic.ensure_synthetic(synthetic_root(root_path))``; by hand it is
+``python tools/gen_synthetic.py --out ROOT``.
 
 Flip policy.  Horizontal flipping is off for Something-Something V1/V2 and Jester, whose classes
 depend on direction (as in the reference), and for ``--no_flip``.  ``label_swap`` maps each class
@@ -50,6 +53,7 @@ import re
 from dataclasses import dataclass
 
 from ops.errors import LSNetError
+from ops.synthetic import META_FILE
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +205,10 @@ def _list_path(path, root):
     return under if os.path.isfile(under) else path
 
 
-def _synthetic_root(root_path):
+def synthetic_root(root_path=None):
+    """Where dataset ``synthetic`` lives: ``root_path``, else ``$LSNET_DATA_ROOT/synthetic``, else
+    ``data/synthetic`` (relative to the working directory).  Entry points render the set there
+    (``ops.synthetic.ensure_synthetic``) before :func:`get_dataset_config` reads it."""
     if root_path:
         return root_path
     env = os.environ.get(DATA_ROOT_ENV)
@@ -223,8 +230,8 @@ def get_dataset_config(dataset, modality, root_path=None, train_list=None, val_l
     """Resolve a dataset name → :class:`DatasetConfig` (see the module docstring for layouts).
 
     Raises :class:`LSNetError` for an unknown dataset or modality, no root, a missing root folder
-    or category file, or (``custom``) a missing required flag.  List files are checked when the
-    dataset reads them.
+    or category file, (``synthetic``) a set not rendered yet, or (``custom``) a missing required
+    flag.  Never creates or renders anything.  List files are checked when the dataset reads them.
     """
     if dataset not in DATASETS:
         raise LSNetError('unknown dataset {!r}; choose one of {}'.format(dataset, ', '.join(DATASETS)))
@@ -236,9 +243,12 @@ def get_dataset_config(dataset, modality, root_path=None, train_list=None, val_l
     if dataset == 'synthetic':
         if modality == 'Flow':
             raise LSNetError('the synthetic dataset has RGB frames only (no Flow)')
-        root = _synthetic_root(root_path)
-        from tools.gen_synthetic import ensure_synthetic
-        ensure_synthetic(root)
+        root = synthetic_root(root_path)
+        if not os.path.isfile(os.path.join(root, META_FILE)):  # written last: the completeness mark
+            where = os.path.abspath(root)
+            raise LSNetError('synthetic dataset not found at {} ({} missing): render it with python '
+                             'tools/gen_synthetic.py --out {} (main.py and test_models.py render it '
+                             'on first use)'.format(where, META_FILE, where))
         frames = os.path.join(root, 'frames')
         cat_path = _user_file(category_file, root, '--category_file') if category_file else \
             os.path.join(root, 'category.txt')

@@ -12,7 +12,7 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from archs.backbones import build_backbone
+from ops.backbones import build_backbone
 from ops.basic_ops import ConsensusModule
 from ops.errors import LSNetError
 from ops.long_short import DEFAULT_TAP_INIT, normalize_branches, normalize_stages

@@ -72,7 +72,7 @@ def imagenet_cache(torch_home, archs=('resnet50',)):
     """Random stand-ins for torchvision's IMAGENET1K_V1 files in ``torch_home``'s hub cache, so
     ``--pretrain imagenet`` (the default) runs offline exactly as it would after a download."""
     import torchvision
-    from archs.backbones import _WEIGHT_ENUMS
+    from ops.backbones import _WEIGHT_ENUMS
     folder = os.path.join(torch_home, 'hub', 'checkpoints')
     os.makedirs(folder, exist_ok=True)
     for arch in archs:

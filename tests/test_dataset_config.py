@@ -5,7 +5,8 @@ import os
 import pytest
 
 from ops import dataset_config
-from ops.dataset_config import DATA_ROOT_ENV, build_label_swap, get_dataset_config, read_categories
+from ops.dataset_config import (DATA_ROOT_ENV, build_label_swap, get_dataset_config, read_categories,
+                                synthetic_root)
 from ops.errors import LSNetError
 
 
@@ -109,32 +110,72 @@ def test_read_categories_keeps_plain_names(tmp_path):
     assert read_categories(str(tmp_path / 'c.txt')) == ['7 up', 'dancing']
 
 
-def test_synthetic_generated_on_first_use(tmp_path, monkeypatch):
-    calls = []
+def _fake_synthetic(root):
+    """The files of a rendered synthetic set (no frames), as ops.synthetic writes them."""
+    _write(os.path.join(root, 'category.txt'), ['spin cw', 'spin ccw', 'square'])
+    _write(os.path.join(root, 'train_videofolder.txt'), ['v0 8 0'])
+    with open(os.path.join(root, 'class_groups.json'), 'w') as f:
+        json.dump({'rotation': [0, 1], 'appearance': [2]}, f)
+    with open(os.path.join(root, 'label_swap.json'), 'w') as f:
+        json.dump({'0': 1, '1': 0}, f)
+    with open(os.path.join(root, 'synthetic_meta.json'), 'w') as f:
+        json.dump({'num_class': 3}, f)
 
-    def fake_ensure(root, seed=0):
-        calls.append(root)
-        _write(os.path.join(root, 'category.txt'), ['spin cw', 'spin ccw', 'square'])
-        _write(os.path.join(root, 'train_videofolder.txt'), ['v0 8 0'])
-        with open(os.path.join(root, 'class_groups.json'), 'w') as f:
-            json.dump({'rotation': [0, 1], 'appearance': [2]}, f)
-        with open(os.path.join(root, 'label_swap.json'), 'w') as f:
-            json.dump({'0': 1, '1': 0}, f)
 
-    import tools.gen_synthetic
-    monkeypatch.setattr(tools.gen_synthetic, 'ensure_synthetic', fake_ensure)
+def test_synthetic_root_flag_then_env_then_default(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
+    assert synthetic_root(None) == os.path.join('data', 'synthetic')
     monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path))
-    cfg = get_dataset_config('synthetic', 'RGB')
+    assert synthetic_root(None) == os.path.join(str(tmp_path), 'synthetic')
+    assert synthetic_root(str(tmp_path / 'mine')) == str(tmp_path / 'mine')
+
+
+def test_synthetic_resolves_paths_and_never_renders(tmp_path, monkeypatch):
+    from ops import synthetic
+
+    def no_render(*args, **kwargs):
+        raise AssertionError('get_dataset_config rendered the synthetic set')
+
+    monkeypatch.setattr(synthetic, 'ensure_synthetic', no_render)
+    monkeypatch.setattr(synthetic, 'generate', no_render)
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path))
     root = os.path.join(str(tmp_path), 'synthetic')
-    assert calls == [root]
+    # not rendered yet: an error naming the folder and the command, and nothing created
+    with pytest.raises(LSNetError, match='synthetic dataset not found') as err:
+        get_dataset_config('synthetic', 'RGB')
+    assert 'tools/gen_synthetic.py --out {}'.format(root) in str(err.value)
+    assert os.listdir(str(tmp_path)) == []
+    # a half-written folder (no synthetic_meta.json, written last) is not a dataset either
+    _fake_synthetic(root)
+    os.remove(os.path.join(root, 'synthetic_meta.json'))
+    with pytest.raises(LSNetError, match='synthetic_meta.json missing'):
+        get_dataset_config('synthetic', 'RGB')
+    _fake_synthetic(root)
+    cfg = get_dataset_config('synthetic', 'RGB')
     assert cfg.root_path == os.path.join(root, 'frames') and cfg.num_class == 3
     assert cfg.train_list == os.path.join(root, 'train_videofolder.txt')
     assert cfg.class_groups == {'rotation': [0, 1], 'appearance': [2]}
     assert cfg.label_swap == {0: 1, 1: 0} and cfg.flip
     assert not get_dataset_config('synthetic', 'RGB', no_flip=True).flip
     explicit = str(tmp_path / 'elsewhere')
+    with pytest.raises(LSNetError, match='not found at ' + explicit):
+        get_dataset_config('synthetic', 'RGB', root_path=explicit)
+    assert not os.path.exists(explicit)
+    _fake_synthetic(explicit)
     assert get_dataset_config('synthetic', 'RGB', root_path=explicit).root_path == \
         os.path.join(explicit, 'frames')
     with pytest.raises(LSNetError, match='Flow'):
         get_dataset_config('synthetic', 'Flow')
     assert dataset_config.DATA_ROOT_ENV == 'LSNET_DATA_ROOT'
+
+
+def test_synthetic_rendered_explicitly_then_resolved(tmp_path):
+    """What the entry points do: ensure_synthetic(synthetic_root(root_path)), then resolve."""
+    from ops.synthetic import ensure_synthetic
+    root = synthetic_root(str(tmp_path / 'syn'))
+    ensure_synthetic(root, num_train_per_class=1, num_val_per_class=1, frames=8, size=32,
+                     families=('horizontal', 'appearance'), workers=1)
+    cfg = get_dataset_config('synthetic', 'RGB', root_path=root)
+    assert cfg.categories == ['move_left_to_right', 'move_right_to_left', 'ring_shape', 'cross_shape']
+    assert cfg.label_swap == {0: 1, 1: 0} and cfg.flip
+    assert os.path.isdir(os.path.join(cfg.root_path, 't00000'))

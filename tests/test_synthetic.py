@@ -1,4 +1,5 @@
-"""The embedded synthetic dataset: determinism, layout, temporal-pair statistics, idempotence."""
+"""The embedded synthetic dataset (ops.synthetic; CLI tools/gen_synthetic.py): determinism, layout,
+temporal-pair statistics, idempotence."""
 import hashlib
 import json
 import os
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ops import synthetic as syn
 from ops.errors import LSNetError
 from tools import gen_synthetic as gs
 
@@ -31,16 +33,16 @@ def _lines(root, split):
 
 @pytest.fixture(scope='module')
 def small_set(tmp_path_factory):
-    return gs.generate(str(tmp_path_factory.mktemp('syn') / 'a'), seed=0, workers=1, **SMALL)
+    return syn.generate(str(tmp_path_factory.mktemp('syn') / 'a'), seed=0, workers=1, **SMALL)
 
 
 def test_same_seed_same_bytes_any_worker_count(small_set, tmp_path):
-    again = gs.generate(str(tmp_path / 'b'), seed=0, workers=2, **SMALL)
+    again = syn.generate(str(tmp_path / 'b'), seed=0, workers=2, **SMALL)
     assert _digest(small_set) == _digest(again)
 
 
 def test_other_seed_other_frames(small_set, tmp_path):
-    other = gs.generate(str(tmp_path / 'c'), seed=1, workers=1, **SMALL)
+    other = syn.generate(str(tmp_path / 'c'), seed=1, workers=1, **SMALL)
     a, b = _digest(small_set), _digest(other)
     assert a.keys() == b.keys()
     frames = [k for k in a if k.startswith('frames')]
@@ -49,7 +51,7 @@ def test_other_seed_other_frames(small_set, tmp_path):
 
 
 def test_layout_and_class_files(small_set):
-    meta = json.load(open(os.path.join(small_set, gs.META_FILE)))
+    meta = json.load(open(os.path.join(small_set, syn.META_FILE)))
     names = open(os.path.join(small_set, 'category.txt')).read().splitlines()
     assert len(names) == meta['num_class'] == len(set(names))
     groups = json.load(open(os.path.join(small_set, 'class_groups.json')))
@@ -66,7 +68,7 @@ def test_layout_and_class_files(small_set):
         assert (counts == per_class).all()
         for video, n, _ in lines:
             folder = os.path.join(small_set, 'frames', video)
-            assert sorted(os.listdir(folder)) == [gs.IMAGE_TMPL.format(i + 1) for i in range(int(n))]
+            assert sorted(os.listdir(folder)) == [syn.IMAGE_TMPL.format(i + 1) for i in range(int(n))]
         with Image.open(os.path.join(small_set, 'frames', lines[0][0], 'img_00001.jpg')) as im:
             assert im.size == (SMALL['size'], SMALL['size']) and im.mode == 'RGB'
 
@@ -74,7 +76,7 @@ def test_layout_and_class_files(small_set):
 def test_temporal_pairs_are_time_reversals(small_set):
     """A clip of one class of a pair is a clip of its partner played backwards, byte for byte,
     so the two classes have identical per-frame statistics; the clips are not palindromes."""
-    meta = json.load(open(os.path.join(small_set, gs.META_FILE)))
+    meta = json.load(open(os.path.join(small_set, syn.META_FILE)))
     assert len(meta['temporal_pairs']) >= 5
     for split in ('train', 'val'):
         by_label = {}
@@ -83,9 +85,9 @@ def test_temporal_pairs_are_time_reversals(small_set):
         for a, b in meta['temporal_pairs']:
             assert len(by_label[a]) == len(by_label[b])
             for va, vb in zip(by_label[a], by_label[b]):
-                fa = [_digest(os.path.join(small_set, 'frames', va))[gs.IMAGE_TMPL.format(i + 1)]
+                fa = [_digest(os.path.join(small_set, 'frames', va))[syn.IMAGE_TMPL.format(i + 1)]
                       for i in range(SMALL['frames'])]
-                fb = [_digest(os.path.join(small_set, 'frames', vb))[gs.IMAGE_TMPL.format(i + 1)]
+                fb = [_digest(os.path.join(small_set, 'frames', vb))[syn.IMAGE_TMPL.format(i + 1)]
                       for i in range(SMALL['frames'])]
                 assert fb == fa[::-1]
                 assert fa != fa[::-1]
@@ -93,12 +95,12 @@ def test_temporal_pairs_are_time_reversals(small_set):
 
 def test_speed_pair_same_mean_frame(tmp_path):
     """Slow and fast orbits show the object on the same ring: the mean frame over the set matches."""
-    root = gs.generate(str(tmp_path / 's'), seed=3, workers=1, num_train_per_class=24,
+    root = syn.generate(str(tmp_path / 's'), seed=3, workers=1, num_train_per_class=24,
                        num_val_per_class=1, frames=8, size=32, families=('speed',))
     mean = {0: [], 1: []}
     for video, n, lab in _lines(root, 'train'):
         clip = np.stack([np.asarray(Image.open(os.path.join(root, 'frames', video,
-                                                            gs.IMAGE_TMPL.format(i + 1))))
+                                                            syn.IMAGE_TMPL.format(i + 1))))
                          for i in range(int(n))]).astype(np.float32)
         # object-vs-background contrast map, radially averaged over the clip's frames
         mean[int(lab)].append(np.abs(clip - np.median(clip, axis=(0, 1, 2))).mean(axis=(0, 3)))
@@ -108,26 +110,26 @@ def test_speed_pair_same_mean_frame(tmp_path):
 
 def test_ensure_synthetic_idempotent_and_atomic(tmp_path):
     root = str(tmp_path / 'data' / 'synthetic')
-    assert gs.ensure_synthetic(root, **SMALL) == root
-    meta = os.path.join(root, gs.META_FILE)
+    assert syn.ensure_synthetic(root, **SMALL) == root
+    meta = os.path.join(root, syn.META_FILE)
     stamp = os.stat(meta).st_mtime_ns
     before = _digest(root)
-    assert gs.ensure_synthetic(root, **SMALL) == root
+    assert syn.ensure_synthetic(root, **SMALL) == root
     assert os.stat(meta).st_mtime_ns == stamp and _digest(root) == before
     assert os.listdir(tmp_path / 'data') == ['synthetic']  # no temp folder left behind
     # a complete set is used as it is, whatever settings it was made with
-    assert gs.ensure_synthetic(root) == root and _digest(root) == before
-    assert gs.describe_mismatch(root, **SMALL) is None
-    assert 'seed=0' in gs.describe_mismatch(root, seed=5, **SMALL)
+    assert syn.ensure_synthetic(root) == root and _digest(root) == before
+    assert syn.describe_mismatch(root, **SMALL) is None
+    assert 'seed=0' in syn.describe_mismatch(root, seed=5, **SMALL)
     foreign = tmp_path / 'foreign'
     foreign.mkdir()
     (foreign / 'x.txt').write_text('x')
     with pytest.raises(LSNetError, match='foreign'):
-        gs.ensure_synthetic(str(foreign), **SMALL)
+        syn.ensure_synthetic(str(foreign), **SMALL)
     empty = tmp_path / 'empty'
     empty.mkdir()
-    assert gs.ensure_synthetic(str(empty), **SMALL) == str(empty)
-    assert os.path.isfile(empty / gs.META_FILE)
+    assert syn.ensure_synthetic(str(empty), **SMALL) == str(empty)
+    assert os.path.isfile(empty / syn.META_FILE)
 
 
 def test_cli_force(tmp_path, capsys):
@@ -149,7 +151,7 @@ def test_long_order_flashes_are_far_apart():
     (the partner class is the same clip reversed, checked above for every pair)."""
     rng = np.random.default_rng(1)
     for _ in range(50):
-        clip = gs._draw_clip('order_long', 0, rng, 24, 64).astype(int)
+        clip = syn._draw_clip('order_long', 0, rng, 24, 64).astype(int)
         red = np.flatnonzero(((clip[..., 0] - clip[..., 2]) > 120).reshape(24, -1).any(1))
         blue = np.flatnonzero(((clip[..., 2] - clip[..., 0]) > 120).reshape(24, -1).any(1))
         assert len(red) >= 5 and len(blue) >= 5
@@ -175,7 +177,7 @@ def test_far_order_flashes_out_of_a_shift_networks_reach(frames):
     rng = np.random.default_rng(2)
     starts = set()
     for _ in range(40):
-        red, blue = _flash_frames(gs._draw_clip('order_far', 0, rng, frames, 32))
+        red, blue = _flash_frames(syn._draw_clip('order_far', 0, rng, frames, 32))
         assert len(red) == len(blue) == max(2, frames // 16)
         assert red[-1] - red[0] == len(red) - 1 and blue[-1] - blue[0] == len(blue) - 1
         assert red[0] >= 2 * reach and blue[-1] <= frames - 1 - 2 * reach
@@ -187,7 +189,7 @@ def test_far_order_flashes_out_of_a_shift_networks_reach(frames):
 @pytest.mark.parametrize('family,short,shorter', [('order_far', 24, 48), ('speed_far', 48, 40)])
 def test_far_families_need_long_clips(tmp_path, family, short, shorter):
     with pytest.raises(LSNetError, match=f'{family} needs --frames >= 56'):
-        gs.generate(str(tmp_path / 'x'), families=[family], frames=short, size=32,
+        syn.generate(str(tmp_path / 'x'), families=[family], frames=short, size=32,
                     num_train_per_class=1, num_val_per_class=1, workers=1)
     assert not os.path.exists(tmp_path / 'x')
     assert gs.main(['--out', str(tmp_path / 'y'), '--families', family, '--frames', str(shorter)]) == 2
@@ -207,13 +209,13 @@ def test_far_speed_sightings_out_of_a_shift_networks_reach(frames):
     apart (R = frames // 8), the first starting in the same range for both classes; only the gap
     (longer for the slow class) separates them."""
     reach = frames // 8
-    margin, slow_gap, fast_gap, w, jitter = gs.far_hop_geometry(frames)
+    margin, slow_gap, fast_gap, w, jitter = syn.far_hop_geometry(frames)
     assert slow_gap > fast_gap > 2 * reach and margin == 2 * reach
     rng = np.random.default_rng(3)
     for k, gap in ((0, slow_gap), (1, fast_gap)):
         starts = set()
         for _ in range(30):
-            seen = _sighting_frames(gs._draw_clip('speed_far', k, rng, frames, 32))
+            seen = _sighting_frames(syn._draw_clip('speed_far', k, rng, frames, 32))
             first = seen[seen < seen[0] + w]
             second = seen[seen >= seen[0] + w]
             assert len(first) == len(second) == w
@@ -222,3 +224,10 @@ def test_far_speed_sightings_out_of_a_shift_networks_reach(frames):
             assert first[0] >= 2 * reach and second[-1] <= frames - 1 - 2 * reach
             starts.add(int(first[0]))
         assert starts == set(range(margin, margin + jitter + 1))  # same onset range for both classes
+
+
+def test_cli_is_a_thin_wrapper_of_the_library():
+    """tools/gen_synthetic.py re-exports the renderer's public names (the same objects)."""
+    for name in ('generate', 'ensure_synthetic', 'describe_mismatch', 'read_meta', 'class_table',
+                 'FAMILIES', 'DEFAULTS', 'DEFAULT_FAMILIES', 'META_FILE', 'IMAGE_TMPL'):
+        assert getattr(gs, name) is getattr(syn, name)

@@ -1,5 +1,8 @@
 """Backbone factory: torchvision ResNets and the TSM-named MobileNetV2, random or ImageNet weights.
 
+The architectures themselves live in ``archs/`` (which imports nothing from ``ops``); this module
+picks one by ``--arch`` and loads its weights.
+
 ``pretrain='imagenet'`` uses torchvision's ``weights=`` API (the ``IMAGENET1K_V1`` weights, the
 ones the TSM models were trained from). Without network access the download fails; we then raise
 an :class:`LSNetError` telling the user to pass ``--pretrain none`` or to place the file in the
