@@ -19,11 +19,13 @@ Why: TSM mixes only neighbouring frames and reaches further only through depth; 
 block explicit, signed motion and ``L`` a long temporal reach in one block, for +1.7 % FLOPs.
 
 At initialisation ``S = L = 0`` exactly, so an LSNet equals the TSM it was built from and TSM or
-ImageNet checkpoints fine-tune into it.  :func:`make_long_short` inserts one ``LongShortModule``
-as attribute ``lsm`` of every shifted block without renaming anything, so only keys containing
-``.lsm.`` are new.  Every parameter lives in an ordinary ``nn.Conv2d``/``nn.BatchNorm2d``/
-``nn.Linear``, so the optimizer policies treat them as weights/biases/BN; partial BN skips the
-BatchNorm layers inside modules named ``lsm`` (they have no pretrained statistics to protect).
+ImageNet checkpoints fine-tune into it.  :func:`make_long_short` puts a wrapper in the place of
+every shifted block (:class:`LongShortBasicBlock`, :class:`LongShortBottleneck`,
+:class:`LongShortInvertedResidual`: composition, no class is swapped or made at run time) that
+adopts the block's layers under their own names and adds a ``LongShortModule`` as ``lsm``, so only
+keys containing ``.lsm.`` are new.  Every parameter lives in an ordinary ``nn.Conv2d``/
+``nn.BatchNorm2d``/``nn.Linear``, so the optimizer policies treat them as weights/biases/BN; partial
+BN skips the BatchNorm layers inside modules named ``lsm`` (no pretrained statistics to protect).
 
 Learning the long-term branch.  ``α`` and the tap offsets are stored divided by ``ALPHA_GAIN`` /
 ``TAP_GAIN`` (3): the forward pass is unchanged, but SGD moves them ``gain²`` times faster and
@@ -327,8 +329,27 @@ def _segments_of(shift, default):
     return int(getattr(shift, 'n_segment', default))
 
 
-class LSMBasicBlock(BasicBlock):
-    """torchvision BasicBlock with ``lsm`` after conv1-BN-ReLU."""
+def _adopt(wrapper, block, lsm, attrs):
+    """Register ``block``'s children on ``wrapper`` under the same names and in the same order (so the
+    state-dict keys do not change), copy the plain attributes ``attrs``, then add ``lsm`` last."""
+    for name, child in block.named_children():
+        setattr(wrapper, name, child)
+    for name in attrs:
+        setattr(wrapper, name, getattr(block, name))
+    wrapper.lsm = lsm
+    wrapper.training = block.training  # the children keep their own modes
+
+
+class LongShortBasicBlock(nn.Module):
+    """A torchvision ``BasicBlock`` with ``lsm`` after conv1-BN-ReLU.  (N·T, C, H, W) -> (N·T, C', H', W').
+
+    Holds the block's own ``conv1``, ``bn1``, ``relu``, ``conv2``, ``bn2``, ``downsample`` (keys as
+    the block's) and the :class:`LongShortModule` ``lsm``.
+    """
+
+    def __init__(self, block, lsm):
+        super().__init__()
+        _adopt(self, block, lsm, ('downsample', 'stride'))
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -337,8 +358,16 @@ class LSMBasicBlock(BasicBlock):
         return self.relu(out + identity)
 
 
-class LSMBottleneck(Bottleneck):
-    """torchvision Bottleneck with ``lsm`` after conv1-BN-ReLU (``relu`` is shared, so reused)."""
+class LongShortBottleneck(nn.Module):
+    """A torchvision ``Bottleneck`` with ``lsm`` after conv1-BN-ReLU.  (N·T, C, H, W) -> (N·T, C', H', W').
+
+    Holds the block's own ``conv1``, ``bn1``, ``conv2``, ``bn2``, ``conv3``, ``bn3``, ``relu`` (shared by
+    the three activations), ``downsample`` and the :class:`LongShortModule` ``lsm``.
+    """
+
+    def __init__(self, block, lsm):
+        super().__init__()
+        _adopt(self, block, lsm, ('downsample', 'stride'))
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -348,26 +377,19 @@ class LSMBottleneck(Bottleneck):
         return self.relu(out + identity)
 
 
-_RESNET_BLOCKS = {BasicBlock: LSMBasicBlock, Bottleneck: LSMBottleneck}
-_INVERTED_RESIDUALS = {}
+class LongShortInvertedResidual(nn.Module):
+    """A MobileNetV2 inverted residual (stride 1, residual connection) whose residual branch reads
+    ``lsm(x)``; the identity path keeps ``x``.  (N·T, C, H, W) -> same.
 
+    Holds the block's own ``conv`` (keys ``conv.*``) and the :class:`LongShortModule` ``lsm``.
+    """
 
-def _inverted_residual_forward(self, x):
-    """Residual branch reads lsm(x); the identity path keeps x."""
-    return x + self.conv(self.lsm(x))
+    def __init__(self, block, lsm):
+        super().__init__()
+        _adopt(self, block, lsm, ('stride', 'use_res_connect'))
 
-
-def _lsm_inverted_residual(cls):
-    """Subclass of a MobileNetV2 block class whose residual branch starts with ``lsm``."""
-    if cls not in _INVERTED_RESIDUALS:
-        name = f'LSM{cls.__name__}'
-        sub = type(name, (cls,), {'forward': _inverted_residual_forward,
-                                  '__doc__': f'{cls.__name__} with lsm on the residual input.',
-                                  '__module__': __name__})
-        sub.__qualname__ = name
-        globals()[name] = sub
-        _INVERTED_RESIDUALS[cls] = sub
-    return _INVERTED_RESIDUALS[cls]
+    def forward(self, x):
+        return x + self.conv(self.lsm(x))
 
 
 def _conv_in_channels(module):
@@ -379,27 +401,27 @@ def _conv_in_channels(module):
 
 
 def _shifted_block(module, parents, n_segment):
-    """(segments, channels, LSM subclass) for a block TSM shifted, else None."""
-    cls = type(module)
-    if cls in _RESNET_BLOCKS:
-        parent = parents.get(id(module))
+    """(segments, channels, wrapper class) for a block TSM shifted, else None."""
+    if type(module) in (BasicBlock, Bottleneck):
+        parent = parents.get(id(module), (None, None))[0]
         if _is_shift(module.conv1):
             segments = _segments_of(module.conv1, n_segment)
         elif parent is not None and _is_shift(parent) and parent.net is module:
             segments = _segments_of(parent, n_segment)  # shift_place 'block'
         else:
             return None
-        return segments, module.bn1.num_features, _RESNET_BLOCKS[cls]
+        wrapper = LongShortBasicBlock if type(module) is BasicBlock else LongShortBottleneck
+        return segments, module.bn1.num_features, wrapper
     if (isinstance(getattr(module, 'conv', None), nn.Sequential) and len(module.conv)
             and _is_shift(module.conv[0]) and getattr(module, 'use_res_connect', False)):
         return (_segments_of(module.conv[0], n_segment), _conv_in_channels(module.conv[0]),
-                _lsm_inverted_residual(cls))
+                LongShortInvertedResidual)
     return None
 
 
 def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branches=BRANCHES,
                     short_stages=STAGES, long_stages=STAGES, tap_init=DEFAULT_TAP_INIT):
-    """Insert a LongShortModule as ``.lsm`` into the blocks TSM shifted; returns the count.
+    """Replace the blocks TSM shifted by LSM wrappers (``lsm`` added); returns the count.
 
     ResNets (torchvision BasicBlock/Bottleneck, shift place ``blockres`` or ``block``, also inside
     non-local wrappers): after conv1-BN-ReLU, channels = conv1's output.  MobileNetV2 (blocks with
@@ -407,7 +429,8 @@ def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branche
     A block of stage ``k`` (:data:`STAGES`) gets the short branch when ``k`` is in ``short_stages``
     and the long one when it is in ``long_stages``; a block with neither gets no module.
     ``tap_init``: the long branch's initial temporal kernels (:data:`TAP_INITS`).
-    Existing module names are untouched.
+    Each wrapper takes the block's place in its parent (a ``layerK``/``features`` Sequential, or the
+    ``.net`` of a shift wrapping the whole block) and adopts its layers, so existing names stay.
     """
     branches = normalize_branches(branches)
     wanted = {'short': normalize_stages(short_stages, '--lsm_short_stages'),
@@ -415,10 +438,10 @@ def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branche
     arch_l = arch.lower()
     if not (arch_l.startswith('resnet') or 'mobilenet' in arch_l):
         raise LSNetError(f'--lsm supports resnet* and mobilenetv2 backbones, not --arch {arch}')
-    parents = {}
+    parents = {}  # id(child) -> (parent, attribute name): a Sequential, a shift's .net, ...
     for module in base_model.modules():
-        for child in module.children():
-            parents[id(child)] = module
+        for name, child in module.named_children():
+            parents[id(child)] = (module, name)
 
     block_stage = _block_stages(base_model)
     count = shifted = 0
@@ -430,10 +453,11 @@ def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branche
         here = tuple(b for b in branches if block_stage.get(id(module)) in wanted[b])
         if not here:
             continue
-        segments, channels, lsm_cls = found
-        module.__class__ = lsm_cls
-        module.lsm = LongShortModule(channels, segments, reduction, groups, here, tap_init)
-        module.lsm.stage = block_stage.get(id(module))  # for knock-out diagnostics; not saved
+        segments, channels, wrapper = found
+        lsm = LongShortModule(channels, segments, reduction, groups, here, tap_init)
+        lsm.stage = block_stage.get(id(module))  # for knock-out diagnostics; not saved
+        parent, name = parents[id(module)]
+        setattr(parent, name, wrapper(module, lsm))
         count += 1
     if shifted == 0:
         raise LSNetError(f'--lsm needs --shift: no temporally shifted block found in --arch {arch}')

@@ -1,4 +1,10 @@
 """LSNet's long-short module: spec formulas, TSM equivalence at init, learning, placement, I/O."""
+import ast
+import importlib.util
+import inspect
+import os
+import sys
+
 import pytest
 import torch
 import torch.nn as nn
@@ -7,15 +13,26 @@ import torch.nn.functional as F
 from ops.errors import LSNetError
 from ops.long_short import (DEFAULT_TAP_INIT, LongShortModule, LongTermBranch, ShortTermBranch,
                             make_long_short, normalize_branches)
-from ops.models import TSN
 
 SIZE = 32
 
 
+def _fixture_generator():
+    """tests/fixtures/lsnet/generate.py: the fixture cases, how they are built and re-initialised."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'lsnet', 'generate.py')
+    spec = importlib.util.spec_from_file_location('lsnet_fixture_generator', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GEN = _fixture_generator()
+
+
 def _model(arch, T, lsm=True, **kw):
     kw.setdefault('partial_bn', False)
-    return TSN(5, T, base_model=arch, pretrain='none', is_shift=True, lsm=lsm, dropout=0.0,
-               input_size=SIZE, **kw)
+    return GEN.tsn(num_class=5, num_segments=T, base_model=arch, pretrain='none', is_shift=True, lsm=lsm,
+                   dropout=0.0, input_size=SIZE, **kw)
 
 
 def _lsm_modules(model):
@@ -304,6 +321,114 @@ def test_tsm_checkpoint_loads_and_lsnet_equals_tsm_at_init(arch, tap_init):
         assert (fresh.base_model(frames) - before).abs().max() > 1e-3 * before.abs().max()
 
 
+# ------------------------------------------------------------------ wrappers, not class swapping
+
+
+@pytest.mark.parametrize('case', list(GEN.CASES))
+def test_layout_and_logits_match_the_fixtures(case):
+    """tests/fixtures/lsnet (captured from the class-swapping insertion): the same state-dict keys,
+    order and shapes, and the same logits under the fixture's seeded weights."""
+    fixture = GEN.load(case)
+    model = GEN.reinit(GEN.build(case))
+    assert GEN.key_shapes(model) == fixture['keys']
+    ref = torch.tensor(fixture['logits'])
+    torch.testing.assert_close(GEN.logits(model), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+def test_blocks_inside_non_local_wrappers_are_replaced_in_place():
+    """A block already wrapped by NL3DWrapper (``.block``) gets its LSM wrapper there: same model."""
+    from ops.non_local import NL3DWrapper
+    fixture = GEN.load('resnet18_non_local')
+    model = GEN.build('resnet18_non_local', lsm=False)
+    assert isinstance(model.base_model.layer2[0], NL3DWrapper)
+    assert make_long_short(model.base_model, 'resnet18', GEN.SEGMENTS) == 8
+    assert type(model.base_model.layer2[0].block).__name__ == 'LongShortBasicBlock'
+    GEN.reinit(model)
+    assert GEN.key_shapes(model) == fixture['keys']
+    ref = torch.tensor(fixture['logits'])
+    torch.testing.assert_close(GEN.logits(model), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+
+
+def _residual_blocks(base_model):
+    """Every residual block of a ResNet (through non-local and block-shift wrappers) or MobileNetV2."""
+    from ops.non_local import NL3DWrapper
+    from ops.temporal_shift import TemporalShift
+    if hasattr(base_model, 'features'):
+        return [b for b in base_model.features if not isinstance(b, nn.Sequential)]
+    blocks = []
+    for k in range(1, 5):
+        for b in getattr(base_model, f'layer{k}'):
+            while isinstance(b, (NL3DWrapper, TemporalShift)):
+                b = b.block if isinstance(b, NL3DWrapper) else b.net
+            blocks.append(b)
+    return blocks
+
+
+@pytest.mark.parametrize('case', list(GEN.CASES))
+def test_blocks_are_wrapped_not_class_swapped(case):
+    import torchvision.models.resnet as tv
+    import archs.mobilenet_v2 as mbv2
+    import ops.long_short as ls
+    names = set(vars(ls))
+    model = GEN.build(case)
+    assert set(vars(ls)) == names  # building an LSNet adds nothing to the module
+    for m in model.modules():  # every class is defined, under its name, where it says
+        cls = type(m)
+        assert getattr(sys.modules[cls.__module__], cls.__qualname__, None) is cls, cls
+    blocks = _residual_blocks(model.base_model)
+    wrappers = {ls.LongShortBasicBlock, ls.LongShortBottleneck, ls.LongShortInvertedResidual}
+    originals = {tv.BasicBlock, tv.Bottleneck, mbv2.InvertedResidual}
+    assert all(type(b) in wrappers | originals for b in blocks)
+    wrapped = [b for b in blocks if type(b) in wrappers]
+    assert len(wrapped) == (10 if case.startswith('mobilenet') else 8 if 'resnet18' in case else 16)
+    assert all(isinstance(b.lsm, LongShortModule) and b.lsm.stage in (1, 2, 3, 4) for b in wrapped)
+    assert not any(hasattr(b, 'lsm') for b in blocks if type(b) in originals)
+    # the wrappers are plain modules, not subclasses of the blocks they hold
+    assert not any(issubclass(w, tuple(originals)) for w in wrappers)
+
+
+def test_long_short_defines_no_classes_at_run_time():
+    """ops/long_short.py: no type(name, bases, dict), no globals() writes, no __class__ assignment;
+    its classes are exactly the ``class`` statements in the file."""
+    import ops.long_short as ls
+    source = inspect.getsource(ls)
+    tree = ast.parse(source)
+    calls = [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+             and (n.func.id == 'globals' or (n.func.id == 'type' and len(n.args) == 3))]
+    assert calls == []
+    assert '__class__' not in source
+    statements = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    defined = {k for k, v in vars(ls).items() if isinstance(v, type) and v.__module__ == ls.__name__}
+    assert defined == statements >= {'LongShortBasicBlock', 'LongShortBottleneck', 'LongShortInvertedResidual'}
+
+
+@pytest.mark.parametrize('case', list(GEN.CASES))
+def test_tsm_checkpoint_finetunes_and_lsnet_checkpoint_round_trips(case, tmp_path):
+    """A TSM checkpoint (``module.`` keys, as make_checkpoint writes them) of the same flags loads
+    into the LSNet with only ``.lsm.`` keys missing; the LSNet's own saved checkpoint loads back
+    with nothing missing or unexpected and gives the same logits."""
+    from ops.checkpoint import load_checkpoint, load_weights, make_checkpoint, save_checkpoint
+    tsm = GEN.reinit(GEN.build(case, lsm=False))
+    ckpt = make_checkpoint(tsm)
+    assert all(k.startswith('module.') for k in ckpt['state_dict'])
+    lsnet = GEN.build(case)
+    report = load_weights(lsnet, ckpt, finetune=True, source='x')
+    lsm_keys = [k for k in lsnet.state_dict() if '.lsm.' in k]
+    assert lsm_keys and report.missing == lsm_keys
+    assert not report.unexpected and not report.dropped and not report.renamed
+    got = lsnet.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in tsm.state_dict().items())
+
+    GEN.reinit(lsnet)
+    path = str(tmp_path / 'lsnet.pth.tar')
+    save_checkpoint(make_checkpoint(lsnet, epoch=3), path)
+    back = GEN.build(case)
+    report = load_weights(back, load_checkpoint(path), finetune=False, source=path)
+    assert not (report.missing or report.unexpected or report.dropped or report.renamed)
+    assert report.loaded == list(lsnet.state_dict())
+    torch.testing.assert_close(GEN.logits(back), GEN.logits(lsnet), rtol=0, atol=0)
+
+
 def test_shift_place_block_and_temporal_pool():
     model = _model('resnet18', 4, shift_place='block').eval()
     names = [n for n, m in model.named_modules() if isinstance(m, LongShortModule)]
@@ -485,9 +610,10 @@ def test_ablation_models_build_what_their_names_say(tmp_path):
                                 **{f'layer{k}.{i}': ('long',) for k in (3, 4) for i in (0, 1)}}}
     for name, placement in expected.items():
         t = build_train_parser().parse_args(ablation.train_argv(args, str(tmp_path), name))
-        model = TSN(5, t.num_segments, base_model=t.arch, pretrain='none', is_shift=t.shift, lsm=t.lsm,
-                    lsm_branches=t.lsm_branches, lsm_short_stages=t.lsm_short_stages,
-                    lsm_long_stages=t.lsm_long_stages, input_size=SIZE)
+        model = GEN.tsn(num_class=5, num_segments=t.num_segments, base_model=t.arch, pretrain='none',
+                        is_shift=t.shift, lsm=t.lsm, lsm_branches=t.lsm_branches,
+                        lsm_short_stages=t.lsm_short_stages, lsm_long_stages=t.lsm_long_stages,
+                        input_size=SIZE)
         assert _branches_by_block(model) == placement, name
     delayed = ablation.train_argv(args, str(tmp_path), 'LSNet-delayed')  # half of the 10 epochs as TSM
     assert delayed[delayed.index('--lsm_start') + 1] == '5' and '--lsm' in delayed
