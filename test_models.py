@@ -45,54 +45,36 @@ def per_weight(values, n, flag, cast):
     return vals
 
 
-def model_config_for(path, ckpt, args):
-    """(config dict for build_model_from_config, source) for one weight file."""
-    from ops.utils import parse_weight_name
-    stored = ckpt.get('config')
-    if isinstance(stored, dict):
-        cfg = dict(stored)
-        if ckpt.get('input_size') and 'input_size' not in cfg:
-            cfg['input_size'] = ckpt['input_size']
-        return cfg, 'checkpoint config'
-    parsed = parse_weight_name(path)
-    parsed.pop('dataset')
-    return parsed, 'file name'
-
-
-def load_model(path, n_segments, test_list, args, device):
-    """Build and load one checkpoint for testing; returns (model, dataset_config, segments)."""
-    from ops.checkpoint import load_checkpoint, load_weights
+def load_model(path, num_segments, test_list, args, device):
+    """Build and load one checkpoint for testing; returns (model, dataset config, segments)."""
+    from ops import checkpoint
     from ops.dataset_config import get_dataset_config
-    from ops.models import build_model_from_config
     from ops.utils import to_channels_last
 
-    ckpt = load_checkpoint(path)
-    cfg, source = model_config_for(path, ckpt, args)
-    modality = cfg.get('modality', 'RGB')
     if args.dataset == 'custom' and not test_list:
         raise LSNetError('dataset custom needs --test_list (with --root_path and --category_file)')
-    dcfg = get_dataset_config(args.dataset, modality, root_path=args.root_path or None,
-                              train_list=test_list, val_list=test_list,
-                              category_file=args.category_file, image_tmpl=args.image_tmpl)
-    stored_classes = cfg.get('num_class')
-    if stored_classes is not None and stored_classes != dcfg.num_class:
-        raise LSNetError('{}: checkpoint has {} classes but dataset {} has {}'
-                         .format(path, stored_classes, args.dataset, dcfg.num_class))
-    segments = n_segments or cfg.get('num_segments')
-    overrides = dict(num_class=dcfg.num_class, num_segments=segments, pretrain='none',
-                     consensus_type=args.crop_fusion_type)
+    if args.dataset == 'synthetic':
+        from ops.dataset_config import synthetic_root
+        from ops.synthetic import ensure_synthetic
+        ensure_synthetic(synthetic_root(args.root_path or None))
+    overrides = dict(consensus_type=args.crop_fusion_type)
+    if num_segments:
+        overrides['num_segments'] = num_segments
     if args.input_size is not None:
         overrides['input_size'] = args.input_size
-    elif 'input_size' not in cfg:
-        overrides['input_size'] = 224
-    model = build_model_from_config(cfg, **overrides)
-    report = load_weights(model, ckpt, finetune=False, source=path)
-    log.info('=> %s: %s from %s, %d segments, shift %s, %s', path, model.base_model_name, source, segments,
-             '{}/{}'.format(model.shift_div, model.shift_place) if model.is_shift else 'off', report.summary())
-    model.to(device).eval()
+    model, cfg, ckpt = checkpoint.load_model(path, device, **overrides)
+    dcfg = get_dataset_config(args.dataset, cfg.modality, root_path=args.root_path or None,
+                              train_list=test_list, val_list=test_list,
+                              category_file=args.category_file, image_tmpl=args.image_tmpl)
+    if cfg.num_class != dcfg.num_class:
+        raise LSNetError('{}: checkpoint has {} classes but dataset {} has {}'
+                         .format(path, cfg.num_class, args.dataset, dcfg.num_class))
+    source = 'checkpoint config' if isinstance(ckpt.get('config'), dict) else 'file name'
+    log.info('=> %s: %s from %s, %d segments, shift %s', path, cfg.arch, source, cfg.num_segments,
+             '{}/{}'.format(cfg.shift_div, cfg.shift_place) if cfg.shift else 'off')
     if args.channels_last:
         to_channels_last(model)
-    return model, dcfg, segments
+    return model, dcfg, cfg.num_segments
 
 
 def build_loader(model, dcfg, segments, test_list, args, remove_missing):
@@ -132,42 +114,6 @@ def video_scores(model, clips, segments, num_clips):
     if out.dim() == 3:  # identity consensus: (B·K, T', C)
         out = out.mean(1)
     return out.reshape(b, num_clips, -1).mean(1)
-
-
-def summarize(scores, labels, categories, groups):
-    """Metrics dict: top1, top5, mean class accuracy, per-class and per-group accuracy (percent)."""
-    from sklearn.metrics import confusion_matrix
-    num_class = scores.shape[1]
-    preds = scores.argmax(1)
-    k = min(5, num_class)
-    top5 = np.argsort(-scores, axis=1)[:, :k]
-    cm = confusion_matrix(labels, preds, labels=list(range(num_class))).astype(float)
-    counts = cm.sum(1)
-    hits = np.diag(cm)
-    present = counts > 0
-    per_class = []
-    for c in range(num_class):
-        if present[c]:
-            per_class.append({'class': c, 'name': categories[c] if c < len(categories) else str(c),
-                              'count': int(counts[c]), 'acc': 100.0 * hits[c] / counts[c]})
-    res = {'videos': int(len(labels)),
-           'top1': 100.0 * float((preds == labels).mean()) if len(labels) else 0.0,
-           'top5': 100.0 * float((top5 == labels[:, None]).any(1).mean()) if len(labels) else 0.0,
-           'mean_class_acc': 100.0 * float(np.mean(hits[present] / counts[present])) if present.any() else 0.0,
-           'per_class': per_class, 'groups': []}
-    for name, members in (groups or {}).items():
-        members = [int(m) for m in members]
-        bad = [m for m in members if not 0 <= m < num_class]
-        if bad:
-            raise LSNetError('class group {!r} names label {} outside 0..{}'.format(name, bad[0], num_class - 1))
-        mask = np.isin(labels, members)
-        if not mask.any():
-            continue
-        within = np.array(members)[scores[mask][:, members].argmax(1)]
-        res['groups'].append({'group': name, 'classes': members, 'count': int(mask.sum()),
-                              'acc': 100.0 * float((preds[mask] == labels[mask]).mean()),
-                              'within_group_acc': 100.0 * float((within == labels[mask]).mean())})
-    return res
 
 
 def load_groups(args, dcfg):
@@ -237,66 +183,80 @@ def write_outputs(args, res, scores, labels, names, categories):
         log.info('=> scores written to %s', args.save_scores)
 
 
-def run(args):
-    from tqdm import tqdm
-    from ops.engine import prepare_clips
-    from ops.utils import select_device
-
+def ensemble_members(args):
+    """``[(weight file, segments or None, coeff, test list or None)]`` from the flags, checked."""
     weights = split_values(args.weights)
     if not weights:
         raise LSNetError('--weights: give at least one checkpoint')
     n = len(weights)
-    segs = per_weight(args.test_segments, n, '--test_segments', int)
-    coeffs = per_weight(args.coeff, n, '--coeff', float)
-    coeffs = [1.0 if c is None else c for c in coeffs]
+    num_segments = per_weight(args.test_segments, n, '--test_segments', int)
+    coeffs = [1.0 if c is None else c for c in per_weight(args.coeff, n, '--coeff', float)]
     lists = per_weight([args.test_list] if args.test_list else None, n, '--test_list', str)
     if args.batch_size < 1:
         raise LSNetError('--batch_size must be at least 1')
-    if any(s is not None and s < 1 for s in segs):
+    if any(s is not None and s < 1 for s in num_segments):
         raise LSNetError('--test_segments must be at least 1 (got {})'.format(' '.join(args.test_segments)))
     if args.dense_sample and args.twice_sample:
         raise LSNetError('--dense_sample and --twice_sample do not combine (dense testing already takes 10 clips)')
-    check_output_paths(args)
-    device = select_device(args.device, args.gpus)
-    num_clips = clips_per_video(args)
+    return list(zip(weights, num_segments, coeffs, lists))
 
+
+def load_members(args, members, device):
+    """``(models [(model, segments, coeff)], loaders, video names, dataset config)``."""
     models, loaders, names, dcfg = [], [], None, None
-    for path, seg, test_list in zip(weights, segs, lists):
-        model, this_cfg, segments = load_model(path, seg, test_list, args, device)
+    for path, segments, coeff, test_list in members:
+        model, this_cfg, segments = load_model(path, segments, test_list, args, device)
         # as the reference: a single model skips videos too short to sample, an ensemble keeps all
-        loader, this_names = build_loader(model, this_cfg, segments, test_list, args, remove_missing=n == 1)
+        loader, this_names = build_loader(model, this_cfg, segments, test_list, args,
+                                          remove_missing=len(members) == 1)
         if names is not None and len(this_names) != len(names):
             raise LSNetError('ensemble members see different test lists ({} vs {} videos)'
                              .format(len(names), len(this_names)))
         names, dcfg = this_names, dcfg or this_cfg
-        models.append((model, segments))
+        models.append((model, segments, coeff))
         loaders.append(loader)
-    groups = load_groups(args, dcfg)
-    categories = list(dcfg.categories)
+    return models, loaders, names, dcfg
 
+
+def score_videos(args, models, loaders, device):
+    """``(scores (V, num_class) float32, labels (V,) int64)``: the ensemble's mean video scores."""
+    from tqdm import tqdm
+    from ops.engine import prepare_clips
+    num_clips = clips_per_video(args)
     all_scores, all_labels = [], []
     t0 = time.time()
     bar = tqdm(zip(*loaders), total=len(loaders[0]), desc='test', disable=not sys.stderr.isatty())
     for batches in bar:
-        total, label = None, None
-        for (model, segments), coeff, (clips, target) in zip(models, coeffs, batches):
+        total, label = 0.0, None
+        for (model, segments, coeff), (clips, target) in zip(models, batches):
             if label is not None and not torch.equal(label, target):
                 raise LSNetError('ensemble members disagree on the labels of the same videos')
             label = target
-            s = video_scores(model, prepare_clips(clips, device, norm=(model.input_mean, model.input_std)),
-                             segments, num_clips)
-            if args.softmax:
-                s = torch.softmax(s, dim=1)
-            total = s * coeff if total is None else total + s * coeff
+            clips = prepare_clips(clips, device, args.channels_last, norm=(model.input_mean, model.input_std))
+            s = video_scores(model, clips, segments, num_clips)
+            total = total + coeff * (torch.softmax(s, dim=1) if args.softmax else s)
         all_scores.append((total / len(models)).cpu().numpy())
         all_labels.append(label.numpy())
         seen = sum(len(x) for x in all_labels)
         bar.set_postfix(videos=seen, sec_per_video='{:.3f}'.format((time.time() - t0) / seen))
     bar.close()
-    scores = np.concatenate(all_scores).astype(np.float32) if all_scores else np.zeros((0, len(categories)), np.float32)
-    labels = np.concatenate(all_labels).astype(np.int64) if all_labels else np.zeros((0,), np.int64)
-    res = summarize(scores, labels, categories, groups)
-    print_report(res, weights)
+    if not all_scores:
+        return np.zeros((0, models[0][0].num_class), np.float32), np.zeros((0,), np.int64)
+    return np.concatenate(all_scores).astype(np.float32), np.concatenate(all_labels).astype(np.int64)
+
+
+def run(args):
+    from ops.metrics import summarize
+    from ops.utils import select_device
+
+    members = ensemble_members(args)
+    check_output_paths(args)
+    device = select_device(args.device, args.gpus)
+    models, loaders, names, dcfg = load_members(args, members, device)
+    scores, labels = score_videos(args, models, loaders, device)
+    categories = list(dcfg.categories)
+    res = summarize(scores, labels, categories, load_groups(args, dcfg))
+    print_report(res, [m[0] for m in members])
     write_outputs(args, res, scores, labels, names, categories)
     return 0
 

@@ -2,7 +2,8 @@
 
 A checkpoint is a dict with ``epoch``, ``arch``, ``state_dict`` (keys with the ``module.`` prefix of
 ``nn.DataParallel``), ``optimizer``, ``best_prec1`` and, in ours, ``config`` (the model's
-constructor kwargs). Loading always uses ``weights_only=True``; the only non-tensor globals
+:class:`ops.config.ModelConfig` as a dict).  :func:`load_model` is the one way from a checkpoint
+file (ours or an official TSM file) to a ready model. Loading always uses ``weights_only=True``; the only non-tensor globals
 allowed are the numpy scalar pieces that the reference's ``main.py`` writes (its step schedule
 stores the learning rate as a numpy float64 in the optimizer entry).
 """
@@ -140,14 +141,28 @@ def load_weights(model, ckpt_or_state_dict, finetune=False, source='<checkpoint>
     first offending keys.
     """
     target = _unwrap(model)
+    model_sd = target.state_dict()
+    sd = _file_state_dict(ckpt_or_state_dict, model_sd, source)
+    report, to_load, mismatched = _match_keys(target, model_sd, sd, finetune, drop_classifier, source)
+    _check_fit(report, mismatched, model_sd, to_load, finetune, source)
+    target.load_state_dict(to_load, strict=False)
+    log.info('%s', report.summary())
+    return report
+
+
+def _file_state_dict(ckpt_or_state_dict, model_sd, source):
+    """The file's state dict in model naming: no ``module.``, the classifier as ``new_fc``."""
     sd = ckpt_or_state_dict.get('state_dict', ckpt_or_state_dict) if isinstance(ckpt_or_state_dict, dict) else None
     if not isinstance(sd, dict):
         raise LSNetError('{} holds no state dict'.format(source))
     sd = strip_module_prefix(sd)
-    model_sd = target.state_dict()
-    sd = {('new_fc.' + k[len('base_model.classifier.'):] if k.startswith('base_model.classifier.')
-           and k not in model_sd else k): v for k, v in sd.items()}
+    return {('new_fc.' + k[len('base_model.classifier.'):] if k.startswith('base_model.classifier.')
+             and k not in model_sd else k): v for k, v in sd.items()}
 
+
+def _match_keys(target, model_sd, sd, finetune, drop_classifier, source):
+    """Pair each model key with a file key (same name, or same name up to the ``.net`` wrappers);
+    returns ``(report, tensors to load, shape mismatches)``."""
     first_conv = next((name + '.weight' for name, m in target.named_modules() if isinstance(m, torch.nn.Conv2d)), None)
     by_canon = {}
     for k in sd:
@@ -168,17 +183,20 @@ def load_weights(model, ckpt_or_state_dict, finetune=False, source='<checkpoint>
         fv = sd[fk]
         if drop_classifier and mk.startswith('new_fc.'):
             report.dropped.append(mk)
-            continue
-        if _shape(fv) != _shape(mv):
-            if finetune and (mk.startswith('new_fc.') or mk == first_conv):
-                report.dropped.append(mk)  # other classes, or RGB weights for a Flow/RGBDiff model
-            else:
-                mismatched.append('{} (file {} vs model {})'.format(fk, _shape(fv), _shape(mv)))
-            continue
-        to_load[mk] = fv
-        report.loaded.append(mk)
+        elif _shape(fv) == _shape(mv):
+            to_load[mk] = fv
+            report.loaded.append(mk)
+        elif finetune and (mk.startswith('new_fc.') or mk == first_conv):
+            report.dropped.append(mk)  # other classes, or RGB weights for a Flow/RGBDiff model
+        else:
+            mismatched.append('{} (file {} vs model {})'.format(fk, _shape(fv), _shape(mv)))
     report.unexpected = [k for k in sd if k not in used]
+    return report, to_load, mismatched
 
+
+def _check_fit(report, mismatched, model_sd, to_load, finetune, source):
+    """Raise when the file does not fit: any shape mismatch; when fine-tuning, fewer than half of the
+    backbone tensors found; otherwise any missing (but LSM / BN counters) or unexpected key."""
     if mismatched:
         hint = ''
         if any(m.startswith('new_fc.') for m in mismatched):
@@ -192,32 +210,26 @@ def load_weights(model, ckpt_or_state_dict, finetune=False, source='<checkpoint>
         if len(found) * 2 < len(backbone):
             raise LSNetError('checkpoint {} does not fit the model: only {} of its {} backbone tensors match '
                              '(a checkpoint of another --arch or modality?)'.format(source, len(found), len(backbone)))
-    if not finetune:
-        bad_missing = [k for k in report.missing if not _is_lsm(k) and not k.endswith('num_batches_tracked')]
-        if bad_missing:
-            raise LSNetError('checkpoint {} does not fit the model: missing keys {}{}'
-                             .format(source, ', '.join(bad_missing[:3]), ', ...' if len(bad_missing) > 3 else ''))
-        if report.unexpected:
-            raise LSNetError('checkpoint {} does not fit the model: unexpected keys {}{}'
-                             .format(source, ', '.join(report.unexpected[:3]),
-                                     ', ...' if len(report.unexpected) > 3 else ''))
-    target.load_state_dict(to_load, strict=False)
-    log.info('%s', report.summary())
-    return report
+        return
+    bad_missing = [k for k in report.missing if not _is_lsm(k) and not k.endswith('num_batches_tracked')]
+    for what, keys in (('missing', bad_missing), ('unexpected', report.unexpected)):
+        if keys:
+            raise LSNetError('checkpoint {} does not fit the model: {} keys {}{}'.format(
+                source, what, ', '.join(keys[:3]), ', ...' if len(keys) > 3 else ''))
 
 
 def make_checkpoint(model, optimizer=None, epoch=0, best_prec1=0.0, **extra):
-    """Checkpoint dict in the official layout plus ``config`` (``model.config()``) and ``extra`` entries."""
+    """Checkpoint dict in the official layout plus ``config`` (``model.cfg.to_dict()``) and ``extra`` entries."""
     target = _unwrap(model)
     state = {
         'epoch': int(epoch),
-        'arch': getattr(target, 'base_model_name', type(target).__name__),
+        'arch': target.cfg.arch if hasattr(target, 'cfg') else type(target).__name__,
         'state_dict': add_module_prefix(strip_module_prefix(target.state_dict())),
         'optimizer': optimizer.state_dict() if optimizer is not None else None,
         'best_prec1': float(best_prec1),
     }
-    if hasattr(target, 'config'):
-        state['config'] = target.config()
+    if hasattr(target, 'cfg'):
+        state['config'] = target.cfg.to_dict()
     state.update(extra)
     return state
 
@@ -241,3 +253,20 @@ def save_checkpoint(state, path):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def load_model(path, device='cpu', num_class=None, **overrides):
+    """``(model in eval mode on device, ModelConfig, checkpoint dict)`` for a checkpoint file.
+
+    The configuration is the checkpoint's stored ``config`` (ours) or its official file name; the
+    class count comes from the config, else ``num_class``, else the classifier weight.
+    ``overrides`` replace config fields (e.g. ``num_segments`` to test at another count,
+    ``consensus_type``).  Weights always come from the file, so the backbone is never downloaded.
+    """
+    from ops.config import config_from_checkpoint
+    from ops.models import build_model
+    ckpt = load_checkpoint(path)
+    cfg = config_from_checkpoint(path, ckpt, num_class=num_class, **dict(overrides, pretrain='none'))
+    model = build_model(cfg)
+    load_weights(model, ckpt, finetune=False, source=path)
+    return model.to(device).eval(), cfg, ckpt

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
 from ops.errors import LSNetError
-from ops.utils import topk_correct
+from ops.metrics import EpochMeter, topk_correct
 
 log = logging.getLogger(__name__)
 
@@ -175,10 +175,30 @@ def autocast_context(device, amp):
     return torch.autocast('cpu', dtype=torch.bfloat16)
 
 
-def _progress(loader, desc, enabled):
-    from tqdm import tqdm
-    quiet = not (enabled and sys.stderr.isatty())
-    return tqdm(loader, desc=desc, disable=quiet, leave=False, dynamic_ncols=True)
+class Progress:
+    """tqdm over a loader (on a terminal, main process only) plus the reference's periodic log line."""
+
+    def __init__(self, loader, desc, world, print_freq=0):
+        from tqdm import tqdm
+        quiet = not (world.is_main and sys.stderr.isatty())
+        self.bar = tqdm(loader, desc=desc, disable=quiet, leave=False, dynamic_ncols=True)
+        self.desc, self.world, self.print_freq, self.steps = desc, world, print_freq, len(loader)
+
+    def __iter__(self):
+        return iter(self.bar)
+
+    def report(self, step, lr, meter, step_loss):
+        if not self.world.is_main:
+            return
+        self.bar.set_postfix(loss='{:.4f}'.format(meter.loss), top1='{:.1f}'.format(meter.top1),
+                             clips_s='{:.1f}'.format(meter.clips_per_s), lr='{:.2g}'.format(lr))
+        if self.print_freq and step % self.print_freq == 0:
+            log.info('%s[%d/%d], lr: %.5f\tLoss %.4f (%.4f)\tPrec@1 %.3f\tPrec@5 %.3f\t%.1f clips/s',
+                     self.desc, step, self.steps, lr, step_loss, meter.loss, meter.top1, meter.top5,
+                     meter.clips_per_s)
+
+    def close(self):
+        self.bar.close()
 
 
 def prepare_clips(x, device, channels_last=False, norm=None):
@@ -205,106 +225,86 @@ def prepare_clips(x, device, channels_last=False, norm=None):
     return x
 
 
+def step_statistics(loss, output, target, world, stop=False):
+    """``[loss·n, top-1 hits, top-5 hits, n, stop requests, non-finite losses]`` summed over the
+    processes in one reduction, so every process agrees on the metrics, an interrupt and a NaN."""
+    value = loss.item()
+    c1, c5 = topk_correct(output.detach().float(), target, (1, 5))
+    n = target.size(0)
+    stats = torch.tensor([value * n, c1, c5, n, float(stop), 0.0 if math.isfinite(value) else 1.0],
+                         dtype=torch.float64)
+    return world.all_sum(stats)
+
+
+def backward_and_step(loss, model, optimizer, scaler=None, clip_gradient=None):
+    """Backward pass (scaled under CUDA fp16), optional gradient-norm clipping, optimizer step."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if clip_gradient is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_gradient)
+        scaler.step(optimizer)
+        scaler.update()
+        return
+    loss.backward()
+    if clip_gradient is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_gradient)
+    optimizer.step()
+
+
 def train_one_epoch(model, loader, criterion, optimizer, schedule, epoch, *, device,
                     world=None, amp=False, scaler=None, clip_gradient=None, channels_last=False,
                     norm=None, print_freq=20, should_stop=None, on_step=None):
     """One pass over ``loader``; returns a dict of loss, top1, top5, clips/s, steps, interrupted.
 
     Raises :class:`NonFiniteLoss` (before any weight update from that step) when the loss is not
-    finite on any process.  ``should_stop()`` is polled each step (all processes agree through the
-    reduced statistics) and ends the epoch early with ``interrupted=True``.
-    ``on_step(global_step, stats)`` receives per-step scalars for logging.
+    finite on any process.  ``should_stop()`` is polled each step and ends the epoch early with
+    ``interrupted=True``.  ``on_step(global_step, scalars)`` receives per-step scalars for logging.
     """
     world = world or World()
     model.train()
-    steps = len(loader)
-    sums = torch.zeros(4, dtype=torch.float64)  # loss*n, top1 hits, top5 hits, n
-    t0 = time.time()
-    interrupted = False
-    bar = _progress(loader, 'epoch {}'.format(epoch), world.is_main)
-    step = -1
-    for step, (clips, target) in enumerate(bar):
-        lr = schedule.apply(optimizer, epoch, step, steps)
-        clips = prepare_clips(clips, device, channels_last, norm)
-        target = target.to(device, non_blocking=True)
+    meter, progress = EpochMeter(), Progress(loader, 'Epoch: [{}]'.format(epoch), world, print_freq)
+    step, interrupted = -1, False
+    for step, (clips, target) in enumerate(progress):
+        lr = schedule.apply(optimizer, epoch, step, len(loader))
+        clips, target = prepare_clips(clips, device, channels_last, norm), target.to(device, non_blocking=True)
         with autocast_context(device, amp):
             output = model(clips)
         loss = criterion(output.float(), target)
-
-        n = target.size(0)
-        value = loss.item()
-        c1, c5 = topk_correct(output.detach().float(), target, (1, 5))
-        stop = 1.0 if (should_stop is not None and should_stop()) else 0.0
-        # one reduction carries the metrics, the interrupt request and the non-finite flag
-        stats = torch.tensor([value * n, c1, c5, n, stop, 0.0 if math.isfinite(value) else 1.0],
-                             dtype=torch.float64)
-        world.all_sum(stats)
+        stats = step_statistics(loss, output, target, world, should_stop is not None and should_stop())
         if stats[5] > 0:
-            what = value if not math.isfinite(value) else 'non-finite on another process'
             raise NonFiniteLoss('loss is {} at epoch {} step {}/{} (lr {:.3g}); stopped before the update, no '
-                                'checkpoint written from these weights; lower --lr or set --gd'
-                                .format(what, epoch, step, steps, lr))
-
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if clip_gradient is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_gradient)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if clip_gradient is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip_gradient)
-            optimizer.step()
-
-        sums += stats[:4]
-        seen = sums[3].item()
-        rate = seen / max(time.time() - t0, 1e-9)
+                                'checkpoint written from these weights; lower --lr or set --gd'.format(
+                                    loss.item() if not math.isfinite(loss.item()) else 'non-finite on another process',
+                                    epoch, step, len(loader), lr))
+        backward_and_step(loss, model, optimizer, scaler, clip_gradient)
+        meter.add(stats[:4])
         step_loss = stats[0].item() / max(stats[3].item(), 1)
-        if world.is_main:
-            bar.set_postfix(loss='{:.4f}'.format(sums[0].item() / seen),
-                            top1='{:.1f}'.format(100 * sums[1].item() / seen),
-                            clips_s='{:.1f}'.format(rate), lr='{:.2g}'.format(lr))
-            if print_freq and step % print_freq == 0:
-                log.info('Epoch: [%d][%d/%d], lr: %.5f\tLoss %.4f (%.4f)\tPrec@1 %.3f\tPrec@5 %.3f\t%.1f clips/s',
-                         epoch, step, steps, lr, step_loss, sums[0].item() / seen,
-                         100 * sums[1].item() / seen, 100 * sums[2].item() / seen, rate)
+        progress.report(step, lr, meter, step_loss)
         if on_step is not None:
-            on_step(epoch * steps + step, {'loss/train_step': step_loss, 'lr': lr})
+            on_step(epoch * len(loader) + step, {'loss/train_step': step_loss, 'lr': lr})
         if stats[4] > 0:
             interrupted = True
             break
-    bar.close()
-    seen = max(sums[3].item(), 1)
-    return {'loss': sums[0].item() / seen, 'top1': 100 * sums[1].item() / seen,
-            'top5': 100 * sums[2].item() / seen, 'clips_per_s': sums[3].item() / max(time.time() - t0, 1e-9),
-            'steps': step + 1, 'interrupted': interrupted}
+    progress.close()
+    return dict(meter.result(), steps=step + 1, interrupted=interrupted)
 
 
 @torch.no_grad()
 def validate(model, loader, criterion, *, device, world=None, amp=False, channels_last=False, norm=None):
-    """Loss / top-1 / top-5 over ``loader`` (summed over processes when distributed)."""
+    """Loss / top-1 / top-5 / count over ``loader`` (summed over processes when distributed)."""
     world = world or World()
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64)
-    bar = _progress(loader, 'val', world.is_main)
-    for clips, target in bar:
-        clips = prepare_clips(clips, device, channels_last, norm)
-        target = target.to(device, non_blocking=True)
+    meter, progress = EpochMeter(), Progress(loader, 'val', world)
+    for clips, target in progress:
+        clips, target = prepare_clips(clips, device, channels_last, norm), target.to(device, non_blocking=True)
         with autocast_context(device, amp):
-            output = model(clips)
-        output = output.float()
-        loss = criterion(output, target)
-        n = target.size(0)
-        c1, c5 = topk_correct(output, target, (1, 5))
-        sums += torch.tensor([loss.item() * n, c1, c5, n], dtype=torch.float64)
-    bar.close()
-    world.all_sum(sums)
-    seen = max(sums[3].item(), 1)
-    return {'loss': sums[0].item() / seen, 'top1': 100 * sums[1].item() / seen,
-            'top5': 100 * sums[2].item() / seen, 'count': int(sums[3].item())}
+            output = model(clips).float()
+        meter.add(step_statistics(criterion(output, target), output, target, World())[:4])
+    progress.close()
+    meter.sums = world.all_sum(meter.sums)
+    return dict(meter.result(), count=meter.count)
 
 
 def parameters_finite(model):

@@ -4,7 +4,6 @@ Inside the model a batch is ``(N*T, C, H, W)``; temporal modules (shift, non-loc
 long-short) reshape to ``(N, T, ...)`` themselves. State-dict keys match the official TSM
 checkpoints (``base_model.*``, ``new_fc.*``).
 """
-import inspect
 import logging
 
 import torch
@@ -15,11 +14,10 @@ from torch.nn.modules.conv import _ConvNd
 from ops.backbones import build_backbone
 from ops.basic_ops import ConsensusModule
 from ops.errors import LSNetError
-from ops.long_short import DEFAULT_TAP_INIT, normalize_branches, normalize_stages
+from ops.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ('RGB', 'Flow', 'RGBDiff')
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 _NORM_TYPES = (_BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
@@ -31,109 +29,59 @@ def _in_submodule(qualified_name, names):
 
 
 class TSN(nn.Module):
-    """Video classifier over ``T = num_segments`` segments per clip.
+    """Video classifier over ``T = cfg.num_segments`` segments per clip, built from a :class:`ModelConfig`.
 
     ``forward(x)``: ``x`` has ``N·T·sample_len·H·W`` elements with ``H, W`` last (``(N, T·L·C, H, W)``
     or ``(N, T, L·C, H, W)``); returns ``(N, num_class)`` raw logits for ``avg`` consensus or
     ``(N, T', num_class)`` for ``identity`` (``T' = T/2`` with temporal pool).
     """
 
-    def __init__(self, num_class, num_segments, modality='RGB', base_model='resnet50', new_length=None,
-                 consensus_type='avg', before_softmax=True, dropout=0.8, crop_num=1, partial_bn=True,
-                 pretrain='imagenet', is_shift=False, shift_div=8, shift_place='blockres', fc_lr5=False,
-                 temporal_pool=False, non_local=False, input_size=224, shift_mode='fast',
-                 lsm=False, lsm_reduction=16, lsm_groups=4, lsm_branches=('short', 'long'),
-                 lsm_short_stages=(1, 2, 3, 4), lsm_long_stages=(1, 2, 3, 4), lsm_tap_init=DEFAULT_TAP_INIT):
+    def __init__(self, cfg):
         super().__init__()
-        if modality not in MODALITIES:
-            raise LSNetError('unknown modality {!r} (choose from {})'.format(modality, ', '.join(MODALITIES)))
-        if num_segments < 1:
-            raise LSNetError('--num_segments must be >= 1 (got {})'.format(num_segments))
-        if not before_softmax and consensus_type != 'avg':
-            raise LSNetError('only avg consensus can be used after softmax (--consensus_type {})'
-                             .format(consensus_type))
-        if shift_mode not in ('fast', 'lean'):
-            raise LSNetError("unknown --shift_mode {!r} (choose from fast, lean)".format(shift_mode))
-        if lsm and not is_shift:
-            raise LSNetError('--lsm requires --shift (the long-short module sits in the shifted blocks)')
-        self._kwargs = dict(
-            num_class=num_class, num_segments=num_segments, modality=modality, base_model=base_model,
-            new_length=new_length, consensus_type=consensus_type, before_softmax=before_softmax,
-            dropout=dropout, crop_num=crop_num, partial_bn=partial_bn, pretrain=pretrain,
-            is_shift=is_shift, shift_div=shift_div, shift_place=shift_place, fc_lr5=fc_lr5,
-            temporal_pool=temporal_pool, non_local=non_local, input_size=input_size,
-            shift_mode=shift_mode, lsm=lsm, lsm_reduction=lsm_reduction, lsm_groups=lsm_groups,
-            lsm_branches=list(normalize_branches(lsm_branches)) if lsm else list(lsm_branches),
-            lsm_short_stages=list(normalize_stages(lsm_short_stages, '--lsm_short_stages')),
-            lsm_long_stages=list(normalize_stages(lsm_long_stages, '--lsm_long_stages')),
-            lsm_tap_init=lsm_tap_init)
-        self.num_class = num_class
-        self.num_segments = num_segments
-        self.modality = modality
-        self.new_length = (1 if modality == 'RGB' else 5) if new_length is None else new_length
-        self.base_model_name = base_model
-        self.consensus_type = consensus_type
-        self.before_softmax = before_softmax
-        self.dropout = dropout
-        self.crop_num = crop_num
-        self.pretrain = pretrain
-        self.is_shift = is_shift
-        self.shift_div = shift_div
-        self.shift_place = shift_place
-        self.shift_mode = shift_mode
-        self.fc_lr5 = fc_lr5
-        self.temporal_pool = temporal_pool
-        self.non_local = non_local
-        self.lsm = lsm
-        self.input_size = input_size
+        if not isinstance(cfg, ModelConfig):
+            raise TypeError('TSN takes a ModelConfig (got {})'.format(type(cfg).__name__))
+        self.cfg = cfg
+        self.num_class = cfg.num_class
+        self.num_segments = cfg.num_segments
+        self.modality = cfg.modality
+        self.new_length = cfg.new_length
+        self.input_size = cfg.input_size
 
-        self._prepare_base_model(base_model)
-        self._prepare_tsn(num_class)
-        if modality == 'Flow':
+        self.base_model, self._last_layer_name = build_backbone(cfg.arch, cfg.pretrain)
+        self._insert_temporal_modules()
+        self._prepare_tsn(cfg.num_class)
+        if cfg.modality == 'Flow':
             self._replace_first_conv(2 * self.new_length)
-        elif modality == 'RGBDiff':
+        elif cfg.modality == 'RGBDiff':
             self._replace_first_conv(3 * self.new_length)
-        self.consensus = ConsensusModule(consensus_type)
-        self.softmax = None if before_softmax else nn.Softmax(dim=1)
+        self.consensus = ConsensusModule(cfg.consensus_type)
+        self.input_mean, self.input_std = input_normalisation(cfg.modality, self.new_length)
         self._enable_pbn = False
-        self.partialBN(partial_bn)
 
     # ----------------------------------------------------------------- construction
-    def _prepare_base_model(self, arch):
-        self.base_model, self._last_layer_name = build_backbone(arch, self.pretrain)
+    def _insert_temporal_modules(self):
+        """Shift (and long-short modules), non-local blocks, temporal pool: in the reference's order."""
         from ops.temporal_shift import make_temporal_pool, make_temporal_shift, stage_segments
-        if self.is_shift:
-            make_temporal_shift(self.base_model, self.num_segments, n_div=self.shift_div,
-                                place=self.shift_place, temporal_pool=self.temporal_pool, mode=self.shift_mode)
-            if self.lsm:
+        cfg = self.cfg
+        if cfg.shift:
+            make_temporal_shift(self.base_model, cfg.num_segments, n_div=cfg.shift_div, place=cfg.shift_place,
+                                temporal_pool=cfg.temporal_pool, mode=cfg.shift_mode)
+            if cfg.lsm:
                 from ops.long_short import make_long_short
-                make_long_short(self.base_model, arch, self.num_segments, self._kwargs['lsm_reduction'],
-                                self._kwargs['lsm_groups'], tuple(self._kwargs['lsm_branches']),
-                                self._kwargs['lsm_short_stages'], self._kwargs['lsm_long_stages'],
-                                self._kwargs['lsm_tap_init'])
-        if self.non_local:
+                make_long_short(self.base_model, cfg.arch, cfg.num_segments, cfg.lsm_reduction, cfg.lsm_groups,
+                                cfg.lsm_branches, cfg.lsm_short_stages, cfg.lsm_long_stages, cfg.lsm_tap_init)
+        if cfg.non_local:
             from ops.non_local import make_non_local
-            make_non_local(self.base_model, self.num_segments,
-                           stage_segments(self.num_segments, self.temporal_pool))
-        if self.temporal_pool:
-            make_temporal_pool(self.base_model, self.num_segments)
-
-        self.input_mean = list(IMAGENET_MEAN)
-        self.input_std = list(IMAGENET_STD)
-        mean_std = float(sum(IMAGENET_STD) / len(IMAGENET_STD))
-        if self.modality == 'Flow':
-            self.input_mean = [0.5]
-            self.input_std = [mean_std]
-        elif self.modality == 'RGBDiff':
-            self.input_mean = IMAGENET_MEAN + [0.0] * 3 * self.new_length
-            self.input_std = IMAGENET_STD + [mean_std * 2] * 3 * self.new_length
+            make_non_local(self.base_model, cfg.num_segments, stage_segments(cfg.num_segments, cfg.temporal_pool))
+        if cfg.temporal_pool:
+            make_temporal_pool(self.base_model, cfg.num_segments)
 
     def _prepare_tsn(self, num_class):
         last = getattr(self.base_model, self._last_layer_name)
         feature_dim = last.in_features
         # the backbone's classifier becomes dropout; new_fc is the head (keys new_fc.*)
         setattr(self.base_model, self._last_layer_name,
-                nn.Dropout(p=self.dropout) if self.dropout > 0 else nn.Identity())
+                nn.Dropout(p=self.cfg.dropout) if self.cfg.dropout > 0 else nn.Identity())
         self.new_fc = nn.Linear(feature_dim, num_class)
         nn.init.normal_(self.new_fc.weight, 0, 0.001)
         nn.init.constant_(self.new_fc.bias, 0)
@@ -180,11 +128,7 @@ class TSN(nn.Module):
 
     @property
     def output_segments(self):
-        return self.num_segments // 2 if self.temporal_pool else self.num_segments
-
-    def config(self):
-        """JSON-serialisable constructor kwargs; ``TSN(**config())`` rebuilds this architecture."""
-        return dict(self._kwargs)
+        return self.num_segments // 2 if self.cfg.temporal_pool else self.num_segments
 
     def get_augmentation(self, flip=True):
         from ops import transforms
@@ -223,12 +167,14 @@ class TSN(nn.Module):
         return self
 
     # ----------------------------------------------------------------- optimizer groups
-    def get_optim_policies(self):
+    def get_optim_policies(self, fc_lr5=False):
         """Parameter groups ``{'params', 'lr_mult', 'decay_mult', 'name'}``, each parameter once.
 
         Convs (any dimension): first conv weight/bias, then normal weight/bias; Linear layers other
         than ``new_fc`` are normal; normalisation layers go to ``BN scale/shift`` (with partial BN
         only those it does not freeze); parameters of any other module type go to ``custom_ops``.
+        ``fc_lr5``: ``new_fc`` trains at 5x the learning rate (bias 10x), the reference's rule for a
+        new classifier on a pretrained backbone.
         """
         first_w, first_b, normal_w, normal_b, bn, custom, lr5_w, lr10_b = ([] for _ in range(8))
         frozen = {id(p) for m in (self._partial_bn_targets() if self._enable_pbn else [])
@@ -249,7 +195,7 @@ class TSN(nn.Module):
                     else:
                         (normal_w if weight else normal_b).append(p)
             elif isinstance(m, nn.Linear):
-                head = m is self.new_fc and self.fc_lr5
+                head = m is self.new_fc and fc_lr5
                 for n, p in params:
                     if n == 'weight':
                         (lr5_w if head else normal_w).append(p)
@@ -288,22 +234,21 @@ class TSN(nn.Module):
         if self.modality == 'RGBDiff':
             x = self._get_diff(x)
         out = self.new_fc(self.base_model(x))
-        if self.softmax is not None:
-            out = self.softmax(out)
         out = self.consensus(out.view(-1, self.output_segments, out.size(-1)))
         return out.squeeze(1) if self.consensus.consensus_type == 'avg' else out
 
 
-def build_model_from_config(cfg, **overrides):
-    """Build a :class:`TSN` from :meth:`TSN.config` output; ``overrides`` win (e.g. ``pretrain='none'``)."""
-    kwargs = dict(cfg or {})
-    kwargs.update(overrides)
-    known = set(inspect.signature(TSN.__init__).parameters) - {'self'}
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        log.warning('ignoring unknown model config keys: %s', ', '.join(unknown))
-    kwargs = {k: v for k, v in kwargs.items() if k in known}
-    for required in ('num_class', 'num_segments'):
-        if required not in kwargs:
-            raise LSNetError('model config lacks {!r}'.format(required))
-    return TSN(**kwargs)
+def input_normalisation(modality, new_length):
+    """``(mean, std)`` per input channel: ImageNet's for RGB, 0.5 / mean std for Flow, RGB plus
+    zero-mean differences for RGBDiff."""
+    mean_std = float(sum(IMAGENET_STD) / len(IMAGENET_STD))
+    if modality == 'Flow':
+        return [0.5], [mean_std]
+    if modality == 'RGBDiff':
+        return IMAGENET_MEAN + [0.0] * 3 * new_length, IMAGENET_STD + [mean_std * 2] * 3 * new_length
+    return list(IMAGENET_MEAN), list(IMAGENET_STD)
+
+
+def build_model(cfg):
+    """The :class:`TSN` that ``cfg`` (a :class:`ModelConfig`) describes, freshly initialised."""
+    return TSN(cfg)

@@ -45,21 +45,21 @@ def _block_out_channels(block):
 class NL3DWrapper(nn.Module):
     """Run a residual ``block`` on ``(N*T, C, H, W)``, then a non-local block over (T, H, W)."""
 
-    def __init__(self, block, n_segment):
+    def __init__(self, block, num_segments):
         super().__init__()
         self.block = block
         self.nl = NonLocalBlock3D(_block_out_channels(block))
-        self.n_segment = n_segment
+        self.num_segments = num_segments
 
     def forward(self, x):
         x = self.block(x)
         nt, c, h, w = x.size()
-        x = x.view(nt // self.n_segment, self.n_segment, c, h, w).transpose(1, 2)
+        x = x.view(nt // self.num_segments, self.num_segments, c, h, w).transpose(1, 2)
         x = self.nl(x)
         return x.transpose(1, 2).contiguous().view(nt, c, h, w)
 
 
-def make_non_local(net, n_segment, stage_segments=None):
+def make_non_local(net, num_segments, stage_segments=None):
     """Wrap every second block (0, 2, …) of ``layer2`` and ``layer3`` of a torchvision ResNet.
 
     For ResNet-50 this is exactly the official placement (layer2 blocks 0, 2; layer3 0, 2, 4).
@@ -69,8 +69,8 @@ def make_non_local(net, n_segment, stage_segments=None):
     if not isinstance(net, torchvision.models.ResNet):
         raise LSNetError('--non_local needs a ResNet --arch (resnet18 ... resnet152); got a {} backbone'
                          .format(type(net).__name__))
-    segs = stage_segments or [n_segment] * 4
-    for name, seg in (('layer2', segs[1]), ('layer3', segs[2])):
+    segments = stage_segments or [num_segments] * 4
+    for name, stage_num_segments in (('layer2', segments[1]), ('layer3', segments[2])):
         stage = getattr(net, name)
-        blocks = [NL3DWrapper(b, seg) if i % 2 == 0 else b for i, b in enumerate(stage)]
+        blocks = [NL3DWrapper(b, stage_num_segments) if i % 2 == 0 else b for i, b in enumerate(stage)]
         setattr(net, name, nn.Sequential(*blocks))

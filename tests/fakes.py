@@ -36,6 +36,16 @@ def write_lines(path, lines):
         f.write('\n'.join(lines) + '\n')
 
 
+def tsn(num_class, num_segments, modality='RGB', partial_bn=False, **fields):
+    """``build_model(ModelConfig(...))`` with positional class and segment counts, as the tests like
+    it; ``partial_bn`` is applied as main.py applies ``--npb`` (on unless the flag is given)."""
+    from ops.config import ModelConfig
+    from ops.models import build_model
+    model = build_model(ModelConfig(num_class=num_class, num_segments=num_segments, modality=modality, **fields))
+    model.partialBN(partial_bn)
+    return model
+
+
 def manifests():
     """{manifest name: manifest dict} of every official checkpoint kind."""
     out = {}
@@ -52,15 +62,16 @@ def official_checkpoint(manifest, path, **config_changes):
     ``module.`` prefix, in the manifest's order and shapes (asserted). ``config_changes`` (e.g.
     ``num_segments``) may only change what the key layout does not depend on.
     """
-    from ops.models import TSN
+    from ops.config import ModelConfig
+    from ops.models import build_model
     config = dict(manifest['model_config'], **config_changes)
-    model = TSN(pretrain='none', **config)
+    model = build_model(ModelConfig.from_dict(config, pretrain='none'))
     sd = model.state_dict()
     prefix = manifest['state_dict_key_prefix']
     expected = [(k, tuple(shape)) for k, shape, _ in manifest['state_dict']]
     got = [(prefix + k, tuple(v.shape)) for k, v in sd.items()]
     assert got == expected, 'model keys/shapes differ from manifest {}'.format(manifest['official_file_name'])
-    state = {'epoch': 50, 'arch': config['base_model'],
+    state = {'epoch': 50, 'arch': model.cfg.arch,
              'state_dict': {prefix + k: v for k, v in sd.items()},
              'optimizer': {'state': {}, 'param_groups': []}, 'best_prec1': 70.0}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

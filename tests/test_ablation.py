@@ -109,11 +109,11 @@ def test_far_order_script_points_at_the_source_run_it_trains():
 def test_diagnostic_batches_sample_clips_as_test_models_does(tmp_path):
     """Clips exactly as long as the segments (the 64-frame far-order set): the diagnostics read every
     frame, as test_models.py does, not the validation rule's first frame repeated."""
-    from ops.models import TSN
+    from tests.fakes import tsn
     from tools import gen_synthetic
     root = gen_synthetic.generate(str(tmp_path / 'set'), families=['rotation'], frames=8, size=32,
                                   num_train_per_class=1, num_val_per_class=1, workers=1)
-    model = TSN(2, 8, base_model='resnet18', pretrain='none', is_shift=True, input_size=32)
+    model = tsn(2, 8, arch='resnet18', pretrain='none', shift=True, input_size=32)
     clips, labels = ablation.fixed_batch(model, root, 'val_videofolder.txt', 2)
     assert clips.shape == (2, 8, 3, 32, 32) and labels.tolist() == [0, 1]
     frames = clips[0]

@@ -9,16 +9,16 @@ import torch
 import torch.nn as nn
 
 from ops import checkpoint as ckpt_mod
-from ops.checkpoint import (add_module_prefix, load_checkpoint, load_weights, make_checkpoint, save_checkpoint,
-                            strip_module_prefix)
+from ops.checkpoint import (add_module_prefix, load_checkpoint, load_model, load_weights, make_checkpoint,
+                            save_checkpoint, strip_module_prefix)
 from ops.errors import LSNetError
-from ops.models import TSN, build_model_from_config
+from tests.fakes import tsn
 
 
 def tiny(**kw):
-    args = dict(num_class=5, num_segments=2, base_model='resnet18', pretrain='none', dropout=0.5, partial_bn=False)
+    args = dict(num_class=5, num_segments=2, arch='resnet18', pretrain='none', dropout=0.5)
     args.update(kw)
-    return TSN(**args)
+    return tsn(**args)
 
 
 def _reference_style_optimizer(model):
@@ -32,7 +32,7 @@ def _reference_style_optimizer(model):
 
 
 def test_save_load_round_trip(tmp_path):
-    model = tiny(is_shift=True)
+    model = tiny(shift=True)
     opt = _reference_style_optimizer(model)
     model(torch.randn(2, 6, 32, 32)).sum().backward()
     opt.step()
@@ -46,7 +46,8 @@ def test_save_load_round_trip(tmp_path):
     assert all(k.startswith('module.') for k in state['state_dict'])
     assert isinstance(state['optimizer']['param_groups'][0]['lr'], np.float64)
 
-    again = build_model_from_config(state['config'], pretrain='none')
+    again, cfg, _ = load_model(str(path))
+    assert cfg == model.cfg.replace(pretrain='none')
     report = load_weights(again, state, source=str(path))
     assert not report.missing and not report.unexpected and not report.dropped
     for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
@@ -114,11 +115,11 @@ def test_prefix_helpers():
 
 
 def test_wrong_class_count_error_and_finetune_drop(tmp_path):
-    src = tiny(num_class=7, is_shift=True)
+    src = tiny(num_class=7, shift=True)
     path = tmp_path / 'TSM_other_RGB_resnet18_shift8_blockres_avg_segment2_e1.pth'
     save_checkpoint(make_checkpoint(src), str(path))
     state = load_checkpoint(str(path))
-    target = tiny(num_class=5, is_shift=True)
+    target = tiny(num_class=5, shift=True)
     with pytest.raises(LSNetError) as info:
         load_weights(target, state, source=str(path))
     msg = str(info.value)
@@ -163,36 +164,36 @@ def test_finetune_flow_from_rgb_drops_first_conv():
 
 def test_tsn_tsm_renames_and_classifier_rename():
     tsn = tiny()
-    tsm = tiny(is_shift=True)
+    tsm = tiny(shift=True)
     report = load_weights(tsm, add_module_prefix(tsn.state_dict()), source='tsn')
     assert ('base_model.layer1.0.conv1.weight', 'base_model.layer1.0.conv1.net.weight') in report.renamed
     assert torch.equal(tsm.base_model.layer1[0].conv1.net.weight, tsn.base_model.layer1[0].conv1.weight)
     back = load_weights(tiny(), tsm.state_dict(), source='tsm')
     assert len(back.renamed) == 8 and not back.missing
 
-    mb = tiny(base_model='mobilenetv2', is_shift=True)
+    mb = tiny(arch='mobilenetv2', shift=True)
     sd = {(k.replace('new_fc.', 'base_model.classifier.')): v for k, v in mb.state_dict().items()}
-    report = load_weights(tiny(base_model='mobilenetv2', is_shift=True), sd, source='mbv2')
+    report = load_weights(tiny(arch='mobilenetv2', shift=True), sd, source='mbv2')
     assert 'new_fc.weight' in report.loaded and not report.unexpected
 
 
 def test_missing_and_unexpected_keys():
-    model = tiny(is_shift=True)
+    model = tiny(shift=True)
     sd = model.state_dict()
     lsm = nn.Module()
     lsm.conv = nn.Conv2d(2, 2, 1)
-    with_lsm = tiny(is_shift=True)
+    with_lsm = tiny(shift=True)
     with_lsm.base_model.layer1[0].lsm = lsm
     report = load_weights(with_lsm, sd, source='plain')  # LSM keys may be missing: new branches
     assert report.missing == ['base_model.layer1.0.lsm.conv.weight', 'base_model.layer1.0.lsm.conv.bias']
 
     partial = {k: v for k, v in sd.items() if 'layer4' not in k}
     with pytest.raises(LSNetError, match='missing keys base_model.layer4'):
-        load_weights(tiny(is_shift=True), partial, source='partial.pth')
+        load_weights(tiny(shift=True), partial, source='partial.pth')
     extra = dict(sd, **{'base_model.extra.weight': torch.zeros(1)})
     with pytest.raises(LSNetError, match='unexpected keys base_model.extra.weight'):
-        load_weights(tiny(is_shift=True), extra, source='extra.pth')
-    report = load_weights(tiny(is_shift=True), extra, finetune=True, source='extra.pth')
+        load_weights(tiny(shift=True), extra, source='extra.pth')
+    report = load_weights(tiny(shift=True), extra, finetune=True, source='extra.pth')
     assert report.unexpected == ['base_model.extra.weight']
 
 
@@ -203,3 +204,22 @@ def test_data_parallel_wrapped_model():
     state = make_checkpoint(wrapped)
     assert not any(k.startswith('module.module.') for k in state['state_dict'])
     assert state['config']['num_class'] == 5
+
+
+def test_load_model_official_name_and_own_checkpoint(tmp_path):
+    """One path from a file to a model: an official file (config from its name, classes from its
+    classifier) and our own checkpoint (stored config) give the model with every weight loaded."""
+    from tests.fakes import manifests, official_checkpoint
+    path = str(tmp_path / 'TSM_kinetics_RGB_resnet18_shift8_blockres_avg_segment8_e50.pth')
+    official_checkpoint(manifests()['tsm_r18_k400'], path)
+    model, cfg, ckpt = load_model(path, num_segments=4)
+    assert (cfg.arch, cfg.num_class, cfg.num_segments, cfg.shift, cfg.shift_div) == ('resnet18', 400, 4, True, 8)
+    assert not model.training and 'config' not in ckpt
+    sd = strip_module_prefix(ckpt['state_dict'])
+    assert all(torch.equal(v, sd[k]) for k, v in model.state_dict().items())
+
+    ours = str(tmp_path / 'ours.pth.tar')
+    save_checkpoint(make_checkpoint(tiny(shift=True, lsm=True, input_size=48), None, epoch=2), ours)
+    model, cfg, ckpt = load_model(ours)
+    assert cfg.lsm and cfg.input_size == 48 and cfg.num_class == 5 and model.crop_size == 48
+    assert ckpt['epoch'] == 2

@@ -224,7 +224,7 @@ def test_bench_data_smoke(tmp_path, capsys):
 
 def test_validation_warns_about_videos_no_longer_than_the_segments(frames, caplog):
     """The reference's validation rule reads a video of <= T + L - 1 frames as frame 1 repeated
-    (kept, as REFERENCE_FACTS states); the loader says how many such videos a list holds."""
+    (kept, as docs/reference_semantics.md states); the loader says how many such videos a list holds."""
     root, lst = frames
     with caplog.at_level('WARNING', logger='ops.dataset'):
         val = TSNDataSet(root, lst, num_segments=10, random_shift=False)

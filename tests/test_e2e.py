@@ -90,8 +90,8 @@ def test_train_writes_logs_and_checkpoints(chain):
     ck = load(os.path.join(run_dir(out), 'ckpt.pth.tar'))
     assert ck['epoch'] == 2 and ck['arch'] == ARCH
     assert all(k.startswith('module.') for k in ck['state_dict'])
-    assert ck['config']['base_model'] == ARCH and ck['config']['num_segments'] == 4
-    assert ck['categories'] == NAMES and ck['input_size'] == 32 and ck['seed'] == 7
+    assert ck['config']['arch'] == ARCH and ck['config']['num_segments'] == 4 and ck['config']['input_size'] == 32
+    assert ck['categories'] == NAMES and ck['seed'] == 7 and ck['fc_lr5'] is True
     assert ck['scheduler']['last_epoch'] == 1 and ck['optimizer']['state']
     assert os.path.isfile(os.path.join(run_dir(out), 'ckpt.best.pth.tar'))
     log_dir = os.path.join(out, 'log', os.path.basename(run_dir(out)))
@@ -163,18 +163,14 @@ def _scores(data, weights, tmp, name, extra=()):
 @pytest.mark.parametrize('crops', [1, 3, 10])
 def test_test_models_crops_match_manual_mean(chain, crops):
     """Video score = plain mean of the crop clips' raw logits (checked against the model by hand)."""
-    from ops.checkpoint import load_weights
+    from ops.checkpoint import load_model
     from ops.dataset import TSNDataSet
-    from ops.models import build_model_from_config
     from ops.transforms import build_transform
     data, out, root = chain
     ckpt = os.path.join(run_dir(out), 'ckpt.pth.tar')
     res = _scores(data, [ckpt], str(root), 'crops{}'.format(crops), ['--test_crops', str(crops)])
     assert res['scores'].shape == (8, 4) and list(res['labels']) == [0, 0, 1, 1, 2, 2, 3, 3]
-    ck = load(ckpt)
-    model = build_model_from_config(ck['config'], pretrain='none')
-    load_weights(model, ck)
-    model.eval()
+    model = load_model(ckpt)[0]
     tf = build_transform('test', modality='RGB', new_length=1, crop_size=32, scale_size=36,
                          mean=model.input_mean, std=model.input_std, test_crops=crops)
     ds = TSNDataSet(os.path.join(data, 'frames'), os.path.join(data, 'val.txt'), num_segments=4,
@@ -243,26 +239,26 @@ def test_short_videos_skipped_by_a_single_model_kept_by_an_ensemble(chain):
 def test_official_tsn_file_is_scored_frame_by_frame(chain):
     """A TSN file named like the model zoo (no stored config) tested with more segments."""
     from ops.checkpoint import make_checkpoint, save_checkpoint
-    from ops.models import TSN
+    from tests.fakes import tsn
     data, out, root = chain
     torch.manual_seed(3)
-    tsn = TSN(4, 3, 'RGB', base_model=ARCH, pretrain='none', input_size=32)
-    torch.nn.init.normal_(tsn.new_fc.weight, 0, 0.5)
-    state = make_checkpoint(tsn, None, epoch=1)
+    model = tsn(4, 3, 'RGB', arch=ARCH, pretrain='none', input_size=32)
+    torch.nn.init.normal_(model.new_fc.weight, 0, 0.5)
+    state = make_checkpoint(model, None, epoch=1)
     del state['config']
     path = os.path.join(str(root), 'TSM_custom_RGB_{}_avg_segment3_e1.pth'.format(ARCH))
     save_checkpoint(state, path)
     res = _scores(data, [path], str(root), 'tsn', ['--test_segments', '6', '--input_size', '32'])
-    tsn.eval()
+    model.eval()
     from ops.dataset import TSNDataSet
     from ops.transforms import build_transform
     tf = build_transform('test', modality='RGB', new_length=1, crop_size=32, scale_size=36,
-                         mean=tsn.input_mean, std=tsn.input_std, test_crops=1)
+                         mean=model.input_mean, std=model.input_std, test_crops=1)
     ds = TSNDataSet(os.path.join(data, 'frames'), os.path.join(data, 'val.txt'), num_segments=6,
                     transform=tf, random_shift=False, test_mode=True)
     frames = ds[2][0]  # (6, 3, 32, 32)
-    single = TSN(4, 1, 'RGB', base_model=ARCH, pretrain='none', input_size=32)
-    single.load_state_dict(tsn.state_dict())
+    single = tsn(4, 1, 'RGB', arch=ARCH, pretrain='none', input_size=32)
+    single.load_state_dict(model.state_dict())
     single.eval()
     with torch.no_grad():
         per_frame = torch.stack([single(f[None]) for f in frames]).squeeze(1)

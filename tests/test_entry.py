@@ -59,14 +59,28 @@ def test_argparse_errors_exit_2(data):
     assert e.value.code == 2
 
 
-def test_checkpoint_of_another_arch(capsys, data, tmp_path):
+def test_resume_names_every_changed_architecture_field(capsys, data, tmp_path):
+    """--resume with other architecture flags: one line naming each field that differs."""
     from ops.checkpoint import make_checkpoint, save_checkpoint
-    from ops.models import TSN
-    model = TSN(4, 4, 'RGB', base_model='mobilenetv2', pretrain='none', is_shift=True, input_size=32)
+    from tests.fakes import tsn
+    model = tsn(4, 2, 'RGB', arch='resnet18', pretrain='none', shift=True, shift_div=4, input_size=32)
     ours = str(tmp_path / 'ours.pth.tar')
     save_checkpoint(make_checkpoint(model, None, epoch=1), ours)
     assert train_main.main(train_argv(data, str(tmp_path), extra=['--resume', ours])) == 2
-    _one_line_error(capsys, "base_model='mobilenetv2'")
+    err = capsys.readouterr().err
+    assert "num_segments is 2 in the checkpoint, 4 from the flags" in err
+    assert "shift_div is 4 in the checkpoint, 8 from the flags" in err and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(os.path.join(str(tmp_path), 'checkpoint'))
+
+
+def test_checkpoint_of_another_arch(capsys, data, tmp_path):
+    from ops.checkpoint import make_checkpoint, save_checkpoint
+    from tests.fakes import tsn
+    model = tsn(4, 4, 'RGB', arch='mobilenetv2', pretrain='none', shift=True, input_size=32)
+    ours = str(tmp_path / 'ours.pth.tar')
+    save_checkpoint(make_checkpoint(model, None, epoch=1), ours)
+    assert train_main.main(train_argv(data, str(tmp_path), extra=['--resume', ours])) == 2
+    _one_line_error(capsys, "arch is 'mobilenetv2' in the checkpoint")
     state = make_checkpoint(model, None, epoch=1)
     del state['config']  # official files carry no config: the name says resnet18, the weights do not
     official = str(tmp_path / 'TSM_custom_RGB_resnet18_shift8_blockres_avg_segment4_e1.pth')
@@ -174,9 +188,9 @@ def test_label_out_of_range_names_the_line(capsys, data, tmp_path):
     assert train_main.main(train_argv(copy, str(tmp_path))) == 2
     _one_line_error(capsys, 'train.txt:3: label 9 is out of range for 4 classes')
     from ops.checkpoint import make_checkpoint, save_checkpoint
-    from ops.models import TSN
+    from tests.fakes import tsn
     ckpt = str(tmp_path / 'model.pth.tar')
-    save_checkpoint(make_checkpoint(TSN(4, 4, 'RGB', base_model=ARCH, pretrain='none', input_size=32)), ckpt)
+    save_checkpoint(make_checkpoint(tsn(4, 4, 'RGB', arch=ARCH, pretrain='none', input_size=32)), ckpt)
     argv = ['custom', '--weights', ckpt] + data_flags(copy)[:2] + data_flags(copy)[6:] + \
         ['--test_list', os.path.join(copy, 'val.txt'), '-j', '0']
     assert test_models.main(argv) == 2
@@ -196,9 +210,9 @@ def test_resume_with_other_parameter_groups(capsys, data, tmp_path):
 def official_tsm(tmp_path_factory):
     """An official-style weight file (bare name, no stored config) for the custom dataset."""
     from ops.checkpoint import make_checkpoint, save_checkpoint
-    from ops.models import TSN
+    from tests.fakes import tsn
     folder = tmp_path_factory.mktemp('official')
-    state = make_checkpoint(TSN(4, 4, 'RGB', base_model=ARCH, pretrain='none', is_shift=True, input_size=32))
+    state = make_checkpoint(tsn(4, 4, 'RGB', arch=ARCH, pretrain='none', shift=True, input_size=32))
     del state['config']
     path = str(folder / 'TSM_custom_RGB_{}_shift8_blockres_avg_segment4_e1.pth'.format(ARCH))
     save_checkpoint(state, path)

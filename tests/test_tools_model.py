@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ops.checkpoint import make_checkpoint, save_checkpoint
-from ops.models import TSN
+from tests.fakes import tsn
 from tools import demo, export, model_stats
 
 CLASSES = ['zero', 'one', 'two', 'three', 'four', 'five']
@@ -19,7 +19,7 @@ LAST_LINE = re.compile(r'^params_m=(\d+\.\d+) gmacs=(\d+\.\d+) gflops=(\d+\.\d+)
 
 def tiny_model(segments=3, size=48, **kw):
     torch.manual_seed(0)
-    model = TSN(len(CLASSES), segments, base_model='resnet18', pretrain='none', is_shift=True,
+    model = tsn(len(CLASSES), segments, arch='resnet18', pretrain='none', shift=True,
                 dropout=0.5, input_size=size, **kw)
     with torch.no_grad():
         model.new_fc.bias[4] = 8.0  # class "four" wins whatever the input: shows weights are loaded
@@ -119,8 +119,9 @@ def test_model_stats_last_line(capsys):
 
 
 def test_tsm_resnet50_is_33_gmacs():
-    stats = model_stats.measure(dict(num_class=400, num_segments=8, base_model='resnet50',
-                                     pretrain='none', is_shift=True, dropout=0.0), latency=False)
+    from ops.config import ModelConfig
+    stats = model_stats.measure(ModelConfig(num_class=400, num_segments=8, arch='resnet50', pretrain='none',
+                                            shift=True, dropout=0.0), latency=False)
     assert 32.5 < stats['gmacs'] < 33.5 and 24.0 < stats['params_m'] < 24.7
 
 

@@ -7,24 +7,27 @@ import torch
 
 from ops.engine import EpochSeededDataset, LRSchedule, ShardSampler, derive_seed
 from ops.errors import LSNetError
-from ops.utils import AverageMeter, accuracy, parse_weight_name, select_device, store_name, topk_correct
+from ops.config import ModelConfig, parse_weight_name
+from ops.config import store_name as config_store_name
+from ops.metrics import AverageMeter, accuracy, topk_correct
+from ops.utils import select_device
 from opts import build_test_parser, build_train_parser
 
 SEED_README_WEIGHTS = {
     'pretrained/TSM_kinetics_RGB_resnet50_avg_segment5_e50.pth':
-        dict(dataset='kinetics', modality='RGB', base_model='resnet50', num_segments=5, consensus_type='avg',
-             is_shift=False, temporal_pool=False, non_local=False, lsm=False),
+        dict(dataset='kinetics', modality='RGB', arch='resnet50', num_segments=5, consensus_type='avg',
+             shift=False, temporal_pool=False, non_local=False, lsm=False),
     'pretrained/TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth':
-        dict(dataset='kinetics', base_model='resnet50', num_segments=8, is_shift=True, shift_div=8,
+        dict(dataset='kinetics', arch='resnet50', num_segments=8, shift=True, shift_div=8,
              shift_place='blockres', non_local=False),
     'pretrained/TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e100_dense.pth':
-        dict(is_shift=True, num_segments=8, non_local=False),
+        dict(shift=True, num_segments=8, non_local=False),
     'pretrained/TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e100_dense_nl.pth':
-        dict(is_shift=True, num_segments=8, non_local=True),
+        dict(shift=True, num_segments=8, non_local=True),
     'pretrained/TSM_something_RGB_resnet50_shift8_blockres_avg_segment8_e45.pth':
-        dict(dataset='something', is_shift=True, num_segments=8, non_local=False),
+        dict(dataset='something', shift=True, num_segments=8, non_local=False),
     'TSM_kinetics_RGB_mobilenetv2_shift8_blockres_avg_segment8_e100_dense.pth':
-        dict(base_model='mobilenetv2', is_shift=True),
+        dict(arch='mobilenetv2', shift=True),
     'TSM_kinetics_Flow_resnet50_shift8_blockres_avg_segment8_e50.pth':
         dict(modality='Flow'),
     'TSM_kinetics_RGB_resnet50_shift4_blockres_tpool_avg_segment8_e50.pth':
@@ -34,14 +37,15 @@ SEED_README_WEIGHTS = {
 
 @pytest.mark.parametrize('path', sorted(SEED_README_WEIGHTS))
 def test_official_weight_names_parse(path):
-    got = parse_weight_name(path)
+    dataset, got = parse_weight_name(path)
+    got = dict(got, dataset=dataset)
     for k, v in SEED_README_WEIGHTS[path].items():
         assert got[k] == v, (k, got)
 
 
 def test_only_the_file_name_is_parsed():
-    got = parse_weight_name('/data/shift_experiments/nl_runs/TSM_ucf101_RGB_resnet18_avg_segment4_e5.pth.tar')
-    assert got['is_shift'] is False and got['non_local'] is False and got['dataset'] == 'ucf101'
+    dataset, got = parse_weight_name('/data/shift_experiments/nl_runs/TSM_ucf101_RGB_resnet18_avg_segment4_e5.pth.tar')
+    assert got['shift'] is False and got['non_local'] is False and dataset == 'ucf101'
 
 
 @pytest.mark.parametrize('name', ['ckpt.pth.tar', 'TSM_kinetics.pth', 'model_resnet50.pth'])
@@ -53,7 +57,7 @@ def test_unparseable_names_raise(name):
 @pytest.mark.parametrize('argv', [
     'kinetics RGB --arch resnet50 --num_segments 8 --epochs 50 --shift --shift_div=8 --shift_place=blockres',
     'kinetics RGB --arch resnet50 --num_segments 5 --epochs 50',
-    'something RGB --arch mobilenetv2 --num_segments 16 --epochs 45 --shift --shift_div 4 --temporal_pool',
+    'something RGB --arch resnet101 --num_segments 16 --epochs 45 --shift --shift_div 4 --temporal_pool',
     'synthetic RGB --arch resnet18 --num_segments 8 --epochs 10 --shift --lsm',
     'kinetics RGB --num_segments 8 --epochs 100 --shift --dense_sample --non_local',
     'ucf101 Flow --arch resnet50 --num_segments 8 --epochs 25 --shift --lr_type cos --suffix x',
@@ -61,13 +65,19 @@ def test_unparseable_names_raise(name):
 def test_store_name_round_trips(argv):
     args = build_train_parser().parse_args(argv.split())
     name = store_name(args)
-    got = parse_weight_name(name + '.pth')
-    assert got['dataset'] == args.dataset and got['modality'] == args.modality
-    assert got['base_model'] == args.arch and got['num_segments'] == args.num_segments
-    assert got['is_shift'] == args.shift and got['temporal_pool'] == args.temporal_pool
+    dataset, got = parse_weight_name(name + '.pth')
+    assert dataset == args.dataset and got['modality'] == args.modality
+    assert got['arch'] == args.arch and got['num_segments'] == args.num_segments
+    assert got['shift'] == args.shift and got['temporal_pool'] == args.temporal_pool
     assert got['non_local'] == args.non_local and got['lsm'] == args.lsm
     if args.shift:
         assert (got['shift_div'], got['shift_place']) == (args.shift_div, args.shift_place)
+
+
+def store_name(args):
+    """The run name main.py gives the run of these flags."""
+    cfg = ModelConfig.from_args(args, num_class=1)
+    return config_store_name(cfg, args.dataset, args.epochs, args.lr_type, args.dense_sample, args.suffix)
 
 
 def test_store_name_matches_reference_examples():

@@ -191,10 +191,13 @@ def init_checkpoint(path, seed):
 
 
 def checkpoint_path(args, root, model):
+    """Where main.py saves ``model``'s run: the run name of the config its command line builds."""
     from opts import build_train_parser
-    from ops.utils import store_name
+    from ops.config import ModelConfig, store_name
     targs = build_train_parser().parse_args(train_argv(args, root, model))
-    return os.path.join(os.path.abspath(args.out), 'checkpoints', store_name(targs), 'ckpt.pth.tar')
+    cfg = ModelConfig.from_args(targs, num_class=1)  # the class count is not part of a run name
+    name = store_name(cfg, targs.dataset, targs.epochs, targs.lr_type, targs.dense_sample, targs.suffix)
+    return os.path.join(os.path.abspath(args.out), 'checkpoints', name, 'ckpt.pth.tar')
 
 
 def test_argv(args, root, model):
@@ -401,13 +404,9 @@ def fixed_batch(model, root, list_name, count):
 
 
 def load_run(args, root, model_name):
-    """The trained model of one run, built from its checkpoint's stored config."""
-    from ops.checkpoint import load_checkpoint, load_weights
-    from ops.models import build_model_from_config
-    ckpt = load_checkpoint(checkpoint_path(args, root, model_name))
-    model = build_model_from_config(ckpt['config'], pretrain='none')
-    load_weights(model, ckpt, source=model_name)
-    return model
+    """The trained model of one run (eval mode, CPU), built from its checkpoint."""
+    from ops.checkpoint import load_model
+    return load_model(checkpoint_path(args, root, model_name))[0]
 
 
 def knockout(args, root, model_name):
@@ -419,7 +418,7 @@ def knockout(args, root, model_name):
     """
     import torch
     from ops.long_short import branches_off, knockout_variants
-    from test_models import summarize
+    from ops.metrics import summarize
     model = load_run(args, root, model_name).eval()
     clips, labels = fixed_batch(model, root, 'val_videofolder.txt', sys.maxsize)
     groups = json.load(open(os.path.join(root, 'class_groups.json')))

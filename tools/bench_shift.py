@@ -30,7 +30,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from main import build_model  # noqa: E402
+from ops.config import ModelConfig  # noqa: E402
+from ops.models import build_model  # noqa: E402
+from ops.utils import to_channels_last  # noqa: E402
 from ops.engine import prepare_clips  # noqa: E402
 from opts import build_train_parser  # noqa: E402
 
@@ -49,11 +51,11 @@ class Runner:
 
     def __init__(self, args):
         torch.manual_seed(0)
-        self.model = build_model(args, NUM_CLASS)
-        groups = self.model.get_optim_policies()  # the order of main.py
+        self.model = build_model(ModelConfig.from_args(args, NUM_CLASS))
+        if args.channels_last:  # the order of main.py
+            to_channels_last(self.model)
         self.model.partialBN(not args.no_partialbn)
-        if args.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        groups = self.model.get_optim_policies(fc_lr5=True)
         for g in groups:
             g['lr'] = args.lr * g['lr_mult']
             g['weight_decay'] = args.weight_decay * g['decay_mult']

@@ -24,7 +24,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops.engine import autocast_context  # noqa: E402
-from ops.models import TSN  # noqa: E402
+from ops.config import ModelConfig  # noqa: E402
+from ops.models import build_model  # noqa: E402
 from ops.utils import to_channels_last  # noqa: E402
 from opts import build_train_parser  # noqa: E402
 
@@ -47,12 +48,13 @@ class Runner:
         self.name = name
         self.channels_last, self.amp, shift_mode = setting_flags(name)
         torch.manual_seed(0)
-        self.model = TSN(args.classes, args.segments, 'RGB', base_model=args.arch, pretrain='none',
-                         is_shift=True, shift_div=8, shift_place='blockres', dropout=0.5,
-                         input_size=args.input, shift_mode=shift_mode)
+        self.model = build_model(ModelConfig(num_class=args.classes, num_segments=args.segments, arch=args.arch,
+                                             pretrain='none', shift=True, input_size=args.input,
+                                             shift_mode=shift_mode))
         if self.channels_last:
             to_channels_last(self.model)
         self.model.train()
+        self.model.partialBN(True)  # main.py's default (no --npb)
         self.opt = torch.optim.SGD(self.model.get_optim_policies(), 0.01, momentum=0.9, weight_decay=1e-4)
         for g in self.opt.param_groups:
             g['lr'] = 0.01 * g['lr_mult']

@@ -23,56 +23,13 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
 
 import torch  # noqa: E402
 
+from ops.checkpoint import load_model  # noqa: E402
 from ops.errors import LSNetError  # noqa: E402
 from ops.utils import to_channels_last  # noqa: E402
 from opts import add_memory_format_flags  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 _NUMBERED = re.compile(r'^(.*?)(\d+)(\.[A-Za-z]+)$')
-
-
-def _num_class_from_state_dict(sd):
-    for key in ('new_fc.weight', 'module.new_fc.weight', 'base_model.classifier.weight',
-                'module.base_model.classifier.weight'):
-        if key in sd:
-            return int(sd[key].shape[0])
-    return None
-
-
-def model_config(path, ckpt):
-    """Model config dict: the checkpoint's own ``config``, else parsed from an official file name."""
-    cfg = ckpt.get('config')
-    if isinstance(cfg, dict):
-        cfg = dict(cfg)
-    else:
-        from ops.utils import parse_weight_name
-        cfg = parse_weight_name(path)
-        cfg.pop('dataset', None)
-    if cfg.get('num_class') is None:
-        n = _num_class_from_state_dict(ckpt.get('state_dict', {}))
-        if n is None:
-            raise LSNetError('%s: cannot tell the number of classes (no config, no new_fc.weight)' % path)
-        cfg['num_class'] = n
-    if cfg.get('input_size') is None:
-        cfg['input_size'] = ckpt.get('input_size') or 224
-    return cfg
-
-
-def load_trained_model(path, device='cpu', **overrides):
-    """``(model in eval mode, checkpoint dict)`` for a checkpoint file (random init, then its weights)."""
-    from ops.checkpoint import load_checkpoint, load_weights
-    from ops.models import build_model_from_config
-
-    ckpt = load_checkpoint(path)
-    cfg = model_config(path, ckpt)
-    kwargs = dict(pretrain='none', consensus_type='avg')
-    kwargs.update(overrides)
-    try:
-        model = build_model_from_config(cfg, **kwargs)
-    except ImportError as exc:  # e.g. an LSNet checkpoint before ops.long_short is available
-        raise LSNetError('%s: the model needs a module that is not available (%s)' % (path, exc))
-    load_weights(model, ckpt, finetune=False, source=path)
-    return model.to(device).eval(), ckpt
 
 
 def class_names(ckpt, num_class, category_file=None):
@@ -160,10 +117,10 @@ def predict(model, clip, test_crops=1, channels_last=False):
     return torch.softmax(logits.float().mean(dim=0), dim=0).cpu()
 
 
-def model_kind(model):
+def model_kind(cfg):
     """``'TSN'``, ``'TSM'`` or ``'LSNet'``, with ``'NL-'`` in front for non-local models."""
-    kind = 'LSNet' if model.lsm else 'TSM' if model.is_shift else 'TSN'
-    return ('NL-' if model.non_local else '') + kind
+    kind = 'LSNet' if cfg.lsm else 'TSM' if cfg.shift else 'TSN'
+    return ('NL-' if cfg.non_local else '') + kind
 
 
 def pick_device(name):
@@ -196,7 +153,7 @@ def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    model, ckpt = load_trained_model(args.checkpoint, device)
+    model, cfg, ckpt = load_model(args.checkpoint, device, consensus_type='avg')
     if args.channels_last:
         to_channels_last(model)
     names = class_names(ckpt, model.num_class, args.category_file)
@@ -208,7 +165,7 @@ def run(args):
            for i, (s, c) in enumerate(zip(scores, labels))]
     result = {'input': args.input, 'checkpoint': args.checkpoint, 'num_frames': n,
               'num_segments': model.num_segments, 'test_crops': args.test_crops,
-              'input_size': model.crop_size, 'arch': model.base_model_name, 'model': model_kind(model),
+              'input_size': model.crop_size, 'arch': cfg.arch, 'model': model_kind(cfg),
               'seconds': round(time.perf_counter() - t0, 3), 'top': top}
     return result
 

@@ -23,7 +23,7 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
 import torch  # noqa: E402
 
 from ops.errors import LSNetError  # noqa: E402
-from tools.demo import load_trained_model  # noqa: E402
+from ops.checkpoint import load_model  # noqa: E402
 
 
 def example_input(model, batch_size=1, seed=0):
@@ -95,7 +95,7 @@ def run(args):
     """Export and verify; returns the exit status."""
     if args.batch_size < 1:
         raise LSNetError('--batch_size must be >= 1, got %d' % args.batch_size)
-    model, _ = load_trained_model(args.checkpoint, 'cpu')
+    model, _, _ = load_model(args.checkpoint, 'cpu')
     # A symbolic batch needs an example batch of at least 2 (torch.export specialises sizes 0 and 1).
     x = example_input(model, max(2, args.batch_size) if args.dynamic_batch else args.batch_size)
     with torch.no_grad():

@@ -34,38 +34,30 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from ops.errors import LSNetError  # noqa: E402
 
 TABLE_VARIANTS = (
-    ('TSN', dict(is_shift=False)),
-    ('TSM', dict(is_shift=True)),
-    ('NL-TSM', dict(is_shift=True, non_local=True)),
-    ('LSNet', dict(is_shift=True, lsm=True)),
+    ('TSN', dict(shift=False)),
+    ('TSM', dict(shift=True)),
+    ('NL-TSM', dict(shift=True, non_local=True)),
+    ('LSNet', dict(shift=True, lsm=True)),
 )
 TABLE_ARCHS = ('resnet50', 'mobilenetv2')
 
 
-def model_kwargs(args):
-    """TSN constructor kwargs from the parsed flags (random weights, no dropout at inference)."""
-    return dict(num_class=args.num_class, num_segments=args.num_segments, modality=args.modality,
-                base_model=args.arch, new_length=args.new_length, consensus_type=args.consensus_type,
-                dropout=0.0, pretrain='none', is_shift=args.shift, shift_div=args.shift_div,
-                shift_place=args.shift_place, temporal_pool=args.temporal_pool,
-                non_local=args.non_local, input_size=args.input_size, shift_mode=args.shift_mode,
-                lsm=args.lsm, lsm_reduction=args.lsm_reduction, lsm_groups=args.lsm_groups,
-                lsm_branches=tuple(args.lsm_branches),
-                lsm_short_stages=args.lsm_short_stages, lsm_long_stages=args.lsm_long_stages)
+def model_config(args):
+    """The ModelConfig of the parsed flags (random weights, no dropout at inference)."""
+    from ops.config import ModelConfig
+    return ModelConfig(num_class=args.num_class, num_segments=args.num_segments, modality=args.modality,
+                       arch=args.arch, consensus_type=args.consensus_type, dropout=0.0, pretrain='none',
+                       shift=args.shift, shift_div=args.shift_div, shift_place=args.shift_place,
+                       temporal_pool=args.temporal_pool, non_local=args.non_local, input_size=args.input_size,
+                       shift_mode=args.shift_mode, lsm=args.lsm, lsm_reduction=args.lsm_reduction,
+                       lsm_groups=args.lsm_groups, lsm_branches=args.lsm_branches,
+                       lsm_short_stages=args.lsm_short_stages, lsm_long_stages=args.lsm_long_stages)
 
 
-def build_model(kwargs):
-    """``ops.models.TSN(**kwargs)`` in eval mode.  A missing optional module (``ops.long_short``
-    before it exists) becomes an LSNetError saying so."""
-    try:
-        from ops.models import TSN
-    except ImportError as exc:
-        raise LSNetError('ops.models is not available (%s)' % exc)
-    try:
-        model = TSN(**kwargs)
-    except ImportError as exc:
-        raise LSNetError('this configuration needs a module that is not available: %s' % exc)
-    return model.eval()
+def build_model(cfg):
+    """The model of ``cfg`` in eval mode."""
+    from ops.models import build_model as build
+    return build(cfg).eval()
 
 
 def random_clip(model, batch_size=1):
@@ -112,13 +104,13 @@ def static_stats(model, x):
     return {'params_m': count_params(model) / 1e6, 'gmacs': flops / 2e9, 'gflops': flops / 1e9}
 
 
-def measure(kwargs, batch_size=1, runs=5, warmup=2, latency=True):
-    """``{'params_m', 'gmacs', 'gflops', 'latency_ms'}`` of the model built from ``kwargs``.
+def measure(cfg, batch_size=1, runs=5, warmup=2, latency=True):
+    """``{'params_m', 'gmacs', 'gflops', 'latency_ms'}`` of the model of ``cfg``.
 
     GMACs/GFLOPs are per clip; latency is per forward of the batch (``nan`` when ``latency`` is
     False).
     """
-    model = build_model(kwargs)
+    model = build_model(cfg)
     x = random_clip(model, batch_size)
     stats = static_stats(model, x)
     stats['latency_ms'] = measure_latency(model, x, runs, warmup) if latency else float('nan')
@@ -130,13 +122,12 @@ def format_line(stats):
         stats['params_m'], stats['gmacs'], stats['gflops'], stats['latency_ms'])
 
 
-def describe(kwargs):
-    parts = [kwargs['base_model'], '%d segments' % kwargs['num_segments'],
-             '%dx%d' % (kwargs['input_size'], kwargs['input_size']), kwargs['modality']]
-    if kwargs['is_shift']:
-        parts.append('shift 1/%d %s' % (kwargs['shift_div'], kwargs['shift_place']))
+def describe(cfg):
+    parts = [cfg.arch, '%d segments' % cfg.num_segments, '%dx%d' % (cfg.input_size, cfg.input_size), cfg.modality]
+    if cfg.shift:
+        parts.append('shift 1/%d %s' % (cfg.shift_div, cfg.shift_place))
     for flag in ('temporal_pool', 'non_local', 'lsm'):
-        if kwargs[flag]:
+        if getattr(cfg, flag):
             parts.append(flag)
     return ', '.join(parts)
 
@@ -147,11 +138,10 @@ def run_table(args, out=None):
     entries = []  # (arch, name, model or None, x, stats or reason)
     for arch in args.table_archs:
         for name, variant in TABLE_VARIANTS:
-            kwargs = model_kwargs(args)
-            kwargs.update(base_model=arch, is_shift=False, non_local=False, lsm=False)
-            kwargs.update(variant)
             try:
-                model = build_model(kwargs)
+                cfg = model_config(args).replace(**dict(dict(arch=arch, shift=False, non_local=False, lsm=False),
+                                                        **variant))
+                model = build_model(cfg)
             except LSNetError as exc:
                 entries.append((arch, name, None, None, str(exc)))
                 continue
@@ -194,7 +184,6 @@ def build_parser():
     p.add_argument('--arch', default='resnet50')
     p.add_argument('--num_segments', type=int, default=8)
     p.add_argument('--modality', choices=('RGB', 'Flow', 'RGBDiff'), default='RGB')
-    p.add_argument('--new_length', type=int, default=None)
     p.add_argument('--num_class', type=int, default=400, help='classes of the head (default 400)')
     p.add_argument('--consensus_type', default='avg')
     p.add_argument('--shift', action='store_true', help='temporal shift (TSM)')
@@ -227,8 +216,6 @@ def check_args(args):
             raise LSNetError('--%s must be >= 1, got %d' % (flag, getattr(args, flag)))
     if args.warmup < 0 or args.threads < 0:
         raise LSNetError('--warmup and --threads must be >= 0')
-    if args.temporal_pool and args.num_segments % 2:
-        raise LSNetError('--temporal_pool needs an even --num_segments, got %d' % args.num_segments)
 
 
 def main(argv=None):
@@ -241,12 +228,12 @@ def main(argv=None):
         if args.table:
             run_table(args)
             return 0
-        kwargs = model_kwargs(args)
-        stats = measure(kwargs, args.batch_size, args.runs, args.warmup, not args.no_latency)
+        cfg = model_config(args)
+        stats = measure(cfg, args.batch_size, args.runs, args.warmup, not args.no_latency)
     except LSNetError as exc:
         print('error: %s' % exc, file=sys.stderr)
         return 2
-    print(describe(kwargs))
+    print(describe(cfg))
     print(format_line(stats))
     return 0
 
