@@ -69,21 +69,21 @@ def reduced_channels(channels, reduction):
     return max(8, channels // reduction)
 
 
-def _split_clips(x, n_segment):
+def _split_clips(x, num_segments):
     """(N·T, ...) -> N, checking the batch holds whole clips."""
     nt = x.shape[0]
-    if nt % n_segment:
+    if nt % num_segments:
         raise LSNetError(f'LongShortModule: batch of {nt} frames is not a whole number of clips '
-                         f'of {n_segment} segments (check --num_segments / --test_segments)')
-    return nt // n_segment
+                         f'of {num_segments} segments (check --num_segments / --test_segments)')
+    return nt // num_segments
 
 
 class ShortTermBranch(nn.Module):
     """S(h) = h * tanh(E(M̄)), from signed adjacent-frame differences.  (N·T, C, H, W) -> same."""
 
-    def __init__(self, channels, n_segment, reduction=16):
+    def __init__(self, channels, num_segments, reduction=16):
         super().__init__()
-        self.n_segment = n_segment
+        self.num_segments = num_segments
         c_r = reduced_channels(channels, reduction)
         self.reduce = nn.Conv2d(channels, c_r, 1, bias=False)
         self.bn = nn.BatchNorm2d(c_r)
@@ -97,7 +97,7 @@ class ShortTermBranch(nn.Module):
 
     def differences(self, h):
         """M = [D+, D-] (N·T, 2·C_r, H, W), zero at the clip ends."""
-        t = self.n_segment
+        t = self.num_segments
         n = _split_clips(h, t)
         z = self.bn(self.reduce(h))
         c_r, height, width = z.shape[1:]
@@ -134,7 +134,7 @@ class LongTermBranch(nn.Module):
     offsets, the original spec).  :meth:`alpha` and :meth:`kernel` give the spec's quantities.
     """
 
-    def __init__(self, channels, n_segment, reduction=16, groups=4, alpha_gain=None, tap_gain=None,
+    def __init__(self, channels, num_segments, reduction=16, groups=4, alpha_gain=None, tap_gain=None,
                  tap_init=DEFAULT_TAP_INIT):
         super().__init__()
         if tap_init not in TAP_INITS:
@@ -142,12 +142,12 @@ class LongTermBranch(nn.Module):
         if groups < 1 or channels % groups:
             raise LSNetError(f'--lsm_groups {groups} must divide the {channels} channels of every '
                              f'block it is applied to')
-        self.n_segment = n_segment
+        self.num_segments = num_segments
         self.groups = groups
         self.alpha_gain = float(ALPHA_GAIN if alpha_gain is None else alpha_gain)
         self.tap_gain = float(TAP_GAIN if tap_gain is None else tap_gain)
         width = channels // groups
-        cap = max(1, n_segment // 2)
+        cap = max(1, num_segments // 2)
         self.dilations = tuple(min(2 ** g, cap) for g in range(groups))
         # Depthwise (3, 1) kernels over (T, H·W): a 4-D weight, so model.to(channels_last) works.
         self.taps = nn.ModuleList(
@@ -198,7 +198,7 @@ class LongTermBranch(nn.Module):
 
     def cascade(self, h):
         """Yield u1 … ug, each (N, T, C/groups, H, W)."""
-        t = self.n_segment
+        t = self.num_segments
         n = _split_clips(h, t)
         x = h.view(n, t, *h.shape[1:])
         prev = None
@@ -212,7 +212,7 @@ class LongTermBranch(nn.Module):
 
     def clip_gate(self, h):
         """γ = 2σ(W2 ReLU(W1 GAP_{T,H,W}(h))), (N, C)."""
-        n = _split_clips(h, self.n_segment)
+        n = _split_clips(h, self.num_segments)
         pooled = h.view(n, -1, h.shape[1], h.shape[2] * h.shape[3]).mean(dim=(1, 3))
         return 2.0 * torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))))
 
@@ -231,21 +231,21 @@ class LongShortModule(nn.Module):
     ``branches`` picks which of ``'short'``/``'long'`` are built (for ablations).
     """
 
-    def __init__(self, channels, n_segment, reduction=16, groups=4, branches=BRANCHES,
+    def __init__(self, channels, num_segments, reduction=16, groups=4, branches=BRANCHES,
                  tap_init=DEFAULT_TAP_INIT):
         super().__init__()
         branches = normalize_branches(branches)
         if reduction < 1:
             raise LSNetError(f'--lsm_reduction must be >= 1, got {reduction}')
         self.channels = channels
-        self.n_segment = n_segment
+        self.num_segments = num_segments
         self.branches = branches
-        self.short = ShortTermBranch(channels, n_segment, reduction) if 'short' in branches else None
-        self.long = (LongTermBranch(channels, n_segment, reduction, groups, tap_init=tap_init)
+        self.short = ShortTermBranch(channels, num_segments, reduction) if 'short' in branches else None
+        self.long = (LongTermBranch(channels, num_segments, reduction, groups, tap_init=tap_init)
                      if 'long' in branches else None)
 
     def forward(self, h):
-        t = self.n_segment
+        t = self.num_segments
         if self.short is not None:
             # h + h·tanh(E) == 2·h·σ(2E): one sigmoid instead of tanh + add (tanh is ~6x slower
             # on CPU); exactly h when E = 0.
@@ -261,7 +261,7 @@ class LongShortModule(nn.Module):
         return out
 
     def extra_repr(self):
-        return f'channels={self.channels}, n_segment={self.n_segment}, branches={self.branches}'
+        return f'channels={self.channels}, num_segments={self.num_segments}, branches={self.branches}'
 
 
 def normalize_branches(branches):
@@ -326,7 +326,7 @@ def _is_shift(module):
 
 def _segments_of(shift, default):
     """Segments the shift works on (T/2 after a temporal pool), else the model's."""
-    return int(getattr(shift, 'n_segment', default))
+    return int(getattr(shift, 'num_segments', default))
 
 
 def _adopt(wrapper, block, lsm, attrs):
@@ -400,26 +400,26 @@ def _conv_in_channels(module):
     raise LSNetError(f'--lsm: no Conv2d found in shifted layer {type(module).__name__}')
 
 
-def _shifted_block(module, parents, n_segment):
+def _shifted_block(module, parents, num_segments):
     """(segments, channels, wrapper class) for a block TSM shifted, else None."""
     if type(module) in (BasicBlock, Bottleneck):
         parent = parents.get(id(module), (None, None))[0]
         if _is_shift(module.conv1):
-            segments = _segments_of(module.conv1, n_segment)
+            segments = _segments_of(module.conv1, num_segments)
         elif parent is not None and _is_shift(parent) and parent.net is module:
-            segments = _segments_of(parent, n_segment)  # shift_place 'block'
+            segments = _segments_of(parent, num_segments)  # shift_place 'block'
         else:
             return None
         wrapper = LongShortBasicBlock if type(module) is BasicBlock else LongShortBottleneck
         return segments, module.bn1.num_features, wrapper
     if (isinstance(getattr(module, 'conv', None), nn.Sequential) and len(module.conv)
             and _is_shift(module.conv[0]) and getattr(module, 'use_res_connect', False)):
-        return (_segments_of(module.conv[0], n_segment), _conv_in_channels(module.conv[0]),
+        return (_segments_of(module.conv[0], num_segments), _conv_in_channels(module.conv[0]),
                 LongShortInvertedResidual)
     return None
 
 
-def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branches=BRANCHES,
+def make_long_short(base_model, arch, num_segments, reduction=16, groups=4, branches=BRANCHES,
                     short_stages=STAGES, long_stages=STAGES, tap_init=DEFAULT_TAP_INIT):
     """Replace the blocks TSM shifted by LSM wrappers (``lsm`` added); returns the count.
 
@@ -446,7 +446,7 @@ def make_long_short(base_model, arch, n_segment, reduction=16, groups=4, branche
     block_stage = _block_stages(base_model)
     count = shifted = 0
     for module in list(base_model.modules()):
-        found = _shifted_block(module, parents, n_segment)
+        found = _shifted_block(module, parents, num_segments)
         if found is None:
             continue
         shifted += 1
@@ -519,8 +519,8 @@ def identity_aggregate(lb, h):
     The part of the long branch that is only a channel mix (h1, h1+h2, …); ``L`` minus this, gated,
     is what the learned taps add along time.
     """
-    n = _split_clips(h, lb.n_segment)
-    x = h.view(n, lb.n_segment, *h.shape[1:])
+    n = _split_clips(h, lb.num_segments)
+    x = h.view(n, lb.num_segments, *h.shape[1:])
     parts, prev = [], None
     for sl in lb.group_slices():
         prev = x[:, :, sl] if prev is None else x[:, :, sl] + prev

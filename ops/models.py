@@ -64,7 +64,7 @@ class TSN(nn.Module):
         from ops.temporal_shift import make_temporal_pool, make_temporal_shift, stage_segments
         cfg = self.cfg
         if cfg.shift:
-            make_temporal_shift(self.base_model, cfg.num_segments, n_div=cfg.shift_div, place=cfg.shift_place,
+            make_temporal_shift(self.base_model, cfg.num_segments, shift_div=cfg.shift_div, place=cfg.shift_place,
                                 temporal_pool=cfg.temporal_pool, mode=cfg.shift_mode)
             if cfg.lsm:
                 from ops.long_short import make_long_short

@@ -1,7 +1,7 @@
 """Temporal Shift Module (TSM): shift part of the channels along time, at zero extra FLOPs.
 
 Layout: a batch of ``N`` clips with ``T`` segments each is ``(N*T, C, H, W)``, clip-major.
-With ``fold = C // n_div``: channels ``[0, fold)`` take the value of frame ``t+1`` ("shift left"),
+With ``fold = C // shift_div``: channels ``[0, fold)`` take the value of frame ``t+1`` ("shift left"),
 channels ``[fold, 2*fold)`` that of frame ``t-1`` ("shift right"), the rest stay; a frame with
 nothing to take gets zeros.
 
@@ -33,11 +33,11 @@ SHIFT_MODES = ('fast', 'lean')
 SHIFT_PLACES = ('block', 'blockres')
 
 
-def shift_slicing(x, n_segment, fold_div=8):
+def shift_slicing(x, num_segments, shift_div=8):
     """Reference formula on ``(N*T, C, H, W)``: zero tensor, then three slice copies."""
     nt, c, h, w = x.size()
-    x = x.view(nt // n_segment, n_segment, c, h, w)
-    fold = c // fold_div
+    x = x.view(nt // num_segments, num_segments, c, h, w)
+    fold = c // shift_div
     out = torch.zeros_like(x)
     out[:, :-1, :fold] = x[:, 1:, :fold]
     out[:, 1:, fold:2 * fold] = x[:, :-1, fold:2 * fold]
@@ -59,13 +59,13 @@ def _slice_copies(src, dst, fold, direction):
     dst[:, :, 2 * fold:] = src[:, :, 2 * fold:]
 
 
-def _check_shape(x, n_segment):
-    if x.dim() != 4 or x.size(0) % n_segment != 0:
+def _check_shape(x, num_segments):
+    if x.dim() != 4 or x.size(0) % num_segments != 0:
         raise ValueError('temporal shift expects (N*T, C, H, W) with N*T divisible by T={}, got {}'
-                         .format(n_segment, tuple(x.shape)))
+                         .format(num_segments, tuple(x.shape)))
 
 
-def shift_tensor(x, n_segment, fold, direction=1):
+def shift_tensor(x, num_segments, fold, direction=1):
     """Non-differentiable shift of ``(N*T, C, H, W)`` into a fresh tensor of the same memory format.
 
     ``direction=+1`` is the forward shift (first fold takes t+1, second fold takes t-1);
@@ -73,7 +73,7 @@ def shift_tensor(x, n_segment, fold, direction=1):
     """
     out = torch.empty_like(x)
     nt, c, h, w = x.shape
-    shape5 = (nt // n_segment, n_segment, c, h, w)
+    shape5 = (nt // num_segments, num_segments, c, h, w)
     _slice_copies(x.view(shape5), out.view(shape5), fold, direction)
     return out
 
@@ -82,47 +82,47 @@ class ShiftFunction(torch.autograd.Function):
     """Temporal shift as one autograd node; backward is the opposite shift."""
 
     @staticmethod
-    def forward(ctx, x, n_segment, fold):
-        ctx.n_segment, ctx.fold = n_segment, fold
-        return shift_tensor(x, n_segment, fold, 1)
+    def forward(ctx, x, num_segments, fold):
+        ctx.num_segments, ctx.fold = num_segments, fold
+        return shift_tensor(x, num_segments, fold, 1)
 
     @staticmethod
     def backward(ctx, grad_out):
         if not torch.is_grad_enabled():  # the usual first-order backward: no node to record
-            return shift_tensor(grad_out, ctx.n_segment, ctx.fold, -1), None, None
+            return shift_tensor(grad_out, ctx.num_segments, ctx.fold, -1), None, None
         # the opposite shift is itself linear, so this backward is differentiable again
-        return ShiftBackFunction.apply(grad_out, ctx.n_segment, ctx.fold), None, None
+        return ShiftBackFunction.apply(grad_out, ctx.num_segments, ctx.fold), None, None
 
 
 class ShiftBackFunction(torch.autograd.Function):
     """The opposite shift (adjoint of :class:`ShiftFunction`)."""
 
     @staticmethod
-    def forward(ctx, g, n_segment, fold):
-        ctx.n_segment, ctx.fold = n_segment, fold
-        return shift_tensor(g, n_segment, fold, -1)
+    def forward(ctx, g, num_segments, fold):
+        ctx.num_segments, ctx.fold = num_segments, fold
+        return shift_tensor(g, num_segments, fold, -1)
 
     @staticmethod
     def backward(ctx, grad_out):
-        return ShiftFunction.apply(grad_out, ctx.n_segment, ctx.fold), None, None
+        return ShiftFunction.apply(grad_out, ctx.num_segments, ctx.fold), None, None
 
 
-def temporal_shift(x, n_segment, fold_div=8):
+def temporal_shift(x, num_segments, shift_div=8):
     """Differentiable fast shift of ``(N*T, C, H, W)``; same values as :func:`shift_slicing`."""
-    _check_shape(x, n_segment)
-    return ShiftFunction.apply(x, n_segment, x.size(1) // fold_div)
+    _check_shape(x, num_segments)
+    return ShiftFunction.apply(x, num_segments, x.size(1) // shift_div)
 
 
 class ShiftConv2dFunction(torch.autograd.Function):
     """``conv2d(shift(x))`` that saves only ``x`` (not the shifted copy) for backward."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, n_segment, fold, stride, padding, dilation, groups):
-        shifted = shift_tensor(x, n_segment, fold, 1)
+    def forward(ctx, x, weight, bias, num_segments, fold, stride, padding, dilation, groups):
+        shifted = shift_tensor(x, num_segments, fold, 1)
         out = F.conv2d(shifted, weight, bias, stride, padding, dilation, groups)
         del shifted
         ctx.save_for_backward(x, weight)
-        ctx.conf = (n_segment, fold, stride, padding, dilation, groups)
+        ctx.conf = (num_segments, fold, stride, padding, dilation, groups)
         ctx.bias_shape = None if bias is None else list(bias.shape)
         return out
 
@@ -130,29 +130,29 @@ class ShiftConv2dFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
-        n_segment, fold, stride, padding, dilation, groups = ctx.conf
+        num_segments, fold, stride, padding, dilation, groups = ctx.conf
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        shifted = shift_tensor(x, n_segment, fold, 1)
+        shifted = shift_tensor(x, num_segments, fold, 1)
         gx, gw, gb = torch.ops.aten.convolution_backward(
             grad_out, shifted, weight, ctx.bias_shape, stride, padding, dilation, False, [0, 0],
             groups, [need_x, need_w, need_b and ctx.bias_shape is not None])
         del shifted
         if need_x:
-            gx = shift_tensor(gx, n_segment, fold, -1)
+            gx = shift_tensor(gx, num_segments, fold, -1)
         return (gx if need_x else None, gw if need_w else None, gb if need_b else None,
                 None, None, None, None, None, None)
 
 
 @contextlib.contextmanager
-def shifted_in_place(x, n_segment, fold):
+def shifted_in_place(x, num_segments, fold):
     """Temporarily shift ``x`` (N*T, C, H, W) in place; restore it bit for bit on exit.
 
-    Only the ``2*fold`` moving channels are copied aside (a quarter of the tensor for n_div 8),
+    Only the ``2*fold`` moving channels are copied aside (a quarter of the tensor for shift_div 8),
     instead of allocating and writing a whole shifted tensor. Only valid when nothing records a
     graph (the input's version changes twice) and nobody else reads ``x`` meanwhile.
     """
     nt, c, h, w = x.shape
-    x5 = x.view(nt // n_segment, n_segment, c, h, w)
+    x5 = x.view(nt // num_segments, num_segments, c, h, w)
     moving = x5[:, :, :2 * fold].clone()
     _slice_copies(moving, x5[:, :, :2 * fold], fold, 1)
     try:
@@ -183,57 +183,57 @@ class TemporalShift(nn.Module):
     both shift the input in place around the call to ``net`` and restore it. All give the same numbers.
     """
 
-    def __init__(self, net, n_segment=3, n_div=8, mode='fast'):
+    def __init__(self, net, num_segments=3, shift_div=8, mode='fast'):
         super().__init__()
         if mode not in SHIFT_MODES:
             raise LSNetError('unknown shift mode {!r} (choose from {})'.format(mode, ', '.join(SHIFT_MODES)))
         self.net = net
-        self.n_segment = n_segment
-        self.fold_div = n_div
+        self.num_segments = num_segments
+        self.shift_div = shift_div
         self.mode = mode
 
     def extra_repr(self):
-        return 'n_segment={}, fold_div={}, mode={}'.format(self.n_segment, self.fold_div, self.mode)
+        return 'num_segments={}, shift_div={}, mode={}'.format(self.num_segments, self.shift_div, self.mode)
 
     def forward(self, x):
-        _check_shape(x, self.n_segment)
-        fold = x.size(1) // self.fold_div
+        _check_shape(x, self.num_segments)
+        fold = x.size(1) // self.shift_div
         if fold > 0 and _in_place_applicable(x):
-            with shifted_in_place(x, self.n_segment, fold):
+            with shifted_in_place(x, self.num_segments, fold):
                 return self.net(x)
         if (self.mode == 'lean' and torch.is_grad_enabled() and _lean_applicable(self.net)):
             conv = self.net
-            return ShiftConv2dFunction.apply(x, conv.weight, conv.bias, self.n_segment, fold,
+            return ShiftConv2dFunction.apply(x, conv.weight, conv.bias, self.num_segments, fold,
                                              conv.stride, conv.padding, conv.dilation, conv.groups)
-        return self.net(ShiftFunction.apply(x, self.n_segment, fold))
+        return self.net(ShiftFunction.apply(x, self.num_segments, fold))
 
 
 class TemporalPool(nn.Module):
     """Max-pool time by 2 (kernel 3, stride 2, pad 1) before running ``net``: (N*T,...) → (N*T/2,...)."""
 
-    def __init__(self, net, n_segment):
+    def __init__(self, net, num_segments):
         super().__init__()
         self.net = net
-        self.n_segment = n_segment
+        self.num_segments = num_segments
 
     @staticmethod
-    def temporal_pool(x, n_segment):
+    def temporal_pool(x, num_segments):
         nt, c, h, w = x.size()
-        x = x.view(nt // n_segment, n_segment, c, h, w).transpose(1, 2)  # N, C, T, H, W
+        x = x.view(nt // num_segments, num_segments, c, h, w).transpose(1, 2)  # N, C, T, H, W
         x = F.max_pool3d(x, kernel_size=(3, 1, 1), stride=(2, 1, 1), padding=(1, 0, 0))
         return x.transpose(1, 2).contiguous().view(-1, c, h, w)
 
     def forward(self, x):
-        return self.net(self.temporal_pool(x, self.n_segment))
+        return self.net(self.temporal_pool(x, self.num_segments))
 
 
-def stage_segments(n_segment, temporal_pool):
+def stage_segments(num_segments, temporal_pool):
     """Segments seen by ResNet stages layer1..layer4 (T/2 after layer1 with temporal pool)."""
     if temporal_pool:
-        if n_segment < 2:
-            raise LSNetError('--temporal_pool needs at least 2 segments (got {})'.format(n_segment))
-        return [n_segment, n_segment // 2, n_segment // 2, n_segment // 2]
-    return [n_segment] * 4
+        if num_segments < 2:
+            raise LSNetError('--temporal_pool needs at least 2 segments (got {})'.format(num_segments))
+        return [num_segments, num_segments // 2, num_segments // 2, num_segments // 2]
+    return [num_segments] * 4
 
 
 def _resnet_stages(net):
@@ -245,7 +245,7 @@ def is_resnet(net):
     return isinstance(net, torchvision.models.ResNet)
 
 
-def make_temporal_shift(net, n_segment, n_div=8, place='blockres', temporal_pool=False, mode='fast'):
+def make_temporal_shift(net, num_segments, shift_div=8, place='blockres', temporal_pool=False, mode='fast'):
     """Insert :class:`TemporalShift` into a torchvision ResNet or our MobileNetV2, in place.
 
     ResNet ``block`` wraps whole residual blocks, ``blockres`` wraps ``conv1`` of each residual
@@ -258,15 +258,15 @@ def make_temporal_shift(net, n_segment, n_div=8, place='blockres', temporal_pool
         raise LSNetError('unknown --shift_place {!r} (choose from {})'.format(place, ', '.join(SHIFT_PLACES)))
     count = 0
     if is_resnet(net):
-        segs = stage_segments(n_segment, temporal_pool)
+        segments = stage_segments(num_segments, temporal_pool)
         n_round = 2 if len(net.layer3) >= 23 else 1
         for stage_idx, stage in enumerate(_resnet_stages(net)):
             for i, block in enumerate(stage):
                 if place == 'block':
-                    stage[i] = TemporalShift(block, segs[stage_idx], n_div, mode)
+                    stage[i] = TemporalShift(block, segments[stage_idx], shift_div, mode)
                     count += 1
                 elif i % n_round == 0:
-                    block.conv1 = TemporalShift(block.conv1, segs[stage_idx], n_div, mode)
+                    block.conv1 = TemporalShift(block.conv1, segments[stage_idx], shift_div, mode)
                     count += 1
     elif isinstance(net, MobileNetV2):
         if place != 'blockres':
@@ -275,16 +275,16 @@ def make_temporal_shift(net, n_segment, n_div=8, place='blockres', temporal_pool
             raise LSNetError('--temporal_pool is only supported for ResNet backbones')
         for m in net.modules():
             if isinstance(m, InvertedResidual) and len(m.conv) == 8 and m.use_res_connect:
-                m.conv[0] = TemporalShift(m.conv[0], n_segment, n_div, mode)
+                m.conv[0] = TemporalShift(m.conv[0], num_segments, shift_div, mode)
                 count += 1
     else:
         raise LSNetError('temporal shift is not supported for backbone {}'.format(type(net).__name__))
-    log.info('inserted %d temporal shifts (place=%s, fold_div=%d, mode=%s)', count, place, n_div, mode)
+    log.info('inserted %d temporal shifts (place=%s, shift_div=%d, mode=%s)', count, place, shift_div, mode)
     return count
 
 
-def make_temporal_pool(net, n_segment):
+def make_temporal_pool(net, num_segments):
     """Wrap ``layer2`` of a ResNet with :class:`TemporalPool` (keys become ``layer2.net.*``)."""
     if not is_resnet(net):
         raise LSNetError('--temporal_pool is only supported for ResNet backbones')
-    net.layer2 = TemporalPool(net.layer2, n_segment)
+    net.layer2 = TemporalPool(net.layer2, num_segments)

@@ -30,9 +30,8 @@ GEN = _fixture_generator()
 
 
 def _model(arch, T, lsm=True, **kw):
-    kw.setdefault('partial_bn', False)
-    return GEN.tsn(num_class=5, num_segments=T, base_model=arch, pretrain='none', is_shift=True, lsm=lsm,
-                   dropout=0.0, input_size=SIZE, **kw)
+    from tests.fakes import tsn
+    return tsn(5, T, arch=arch, pretrain='none', shift=True, lsm=lsm, dropout=0.0, input_size=SIZE, **kw)
 
 
 def _lsm_modules(model):
@@ -60,7 +59,7 @@ def _clip(n, T, c, size, dtype=torch.float32):
 
 def _reference_lsm(m, h):
     """The issue's formulas written out directly (a real conv for TConv, tanh, concat)."""
-    T = m.n_segment
+    T = m.num_segments
     n = h.shape[0] // T
     out = h
     if m.short is not None:
@@ -190,7 +189,7 @@ def test_shapes_and_placement(arch):
         model = _model(arch, T).eval()
         mods = _lsm_modules(model)
         expected = {'resnet18': 8, 'mobilenetv2': 10}[arch]
-        assert len(mods) == expected and all(m.n_segment == T for m in mods)
+        assert len(mods) == expected and all(m.num_segments == T for m in mods)
         with torch.no_grad():
             out = model(torch.randn(2 if T < 8 else 1, T * 3, SIZE, SIZE))
         assert out.shape == (2 if T < 8 else 1, 5)
@@ -216,7 +215,7 @@ def test_stage_selection_per_branch():
                    **{f'layer{k}.{i}': ('short', 'long') for k in (3, 4) for i in (0, 1)}}
     # blocks left without a module keep torchvision's forward and run as plain TSM blocks
     assert type(model.base_model.layer1[0]).__name__ == 'BasicBlock'
-    assert model.config()['lsm_short_stages'] == [3, 4] and model.config()['lsm_long_stages'] == [2, 3, 4]
+    assert model.cfg.lsm_short_stages == (3, 4) and model.cfg.lsm_long_stages == (2, 3, 4)
     # MobileNetV2's residual blocks: features 3 at stride 4, 5-6 at 8, 8-13 at 16, 15-16 at 32
     mb = _branches_by_block(_model('mobilenetv2', 4, lsm_short_stages=[1], lsm_long_stages=[4]))
     assert mb == {'features.3': ('short',), 'features.15': ('long',), 'features.16': ('long',)}
@@ -268,7 +267,7 @@ def test_bottleneck_shapes_and_identity_at_init():
     from ops.temporal_shift import make_temporal_shift
     for T in (1, 3, 8, 16):
         tsm = ResNet(Bottleneck, [1, 1, 1, 1], num_classes=5)
-        make_temporal_shift(tsm, T, n_div=8, place='blockres')
+        make_temporal_shift(tsm, T, shift_div=8, place='blockres')
         for m in tsm.modules():
             if isinstance(m, nn.BatchNorm2d):
                 _randomize(m)
@@ -434,7 +433,7 @@ def test_shift_place_block_and_temporal_pool():
     names = [n for n, m in model.named_modules() if isinstance(m, LongShortModule)]
     assert len(names) == 8 and names[0] == 'base_model.layer1.0.net.lsm'
     model = _model('resnet18', 4, temporal_pool=True).eval()
-    assert [m.n_segment for m in _lsm_modules(model)] == [4, 4] + [2] * 6
+    assert [m.num_segments for m in _lsm_modules(model)] == [4, 4] + [2] * 6
     with torch.no_grad():
         assert model(torch.randn(2, 12, SIZE, SIZE)).shape == (2, 5)
 
@@ -572,29 +571,25 @@ def test_checkpoint_of_the_unscaled_parametrisation_is_refused():
 
 def test_store_name_round_trip_through_weight_name_parsing():
     from opts import build_train_parser
-    from ops.models import build_model_from_config
-    from ops.utils import parse_weight_name, store_name
+    from ops.config import ModelConfig, parse_weight_name, store_name
+    from ops.models import build_model
     args = build_train_parser().parse_args(
-        ['synthetic', 'RGB', '--arch', 'resnet18', '--num_segments', '4', '--shift', '--lsm',
-         '--epochs', '3'])
-    name = store_name(args)
+        ['synthetic', 'RGB', '--arch', 'resnet18', '--num_segments', '4', '--shift', '--lsm', '--epochs', '3'])
+    name = store_name(ModelConfig.from_args(args, 5), 'synthetic', 3)
     assert '_lsm_' in name
-    cfg = parse_weight_name('/runs/shift_folder/' + name + '.pth')
-    assert cfg['lsm'] and cfg['is_shift'] and cfg['base_model'] == 'resnet18' and cfg['num_segments'] == 4
-    cfg.pop('dataset')
-    model = build_model_from_config(cfg, num_class=5, pretrain='none', input_size=SIZE)
+    dataset, fields = parse_weight_name('/runs/shift_folder/' + name + '.pth')
+    assert dataset == 'synthetic' and fields['lsm'] and fields['shift'] and fields['arch'] == 'resnet18'
+    model = build_model(ModelConfig(num_class=5, pretrain='none', input_size=SIZE, **fields))
     assert len(_lsm_modules(model)) == 8
     args = build_train_parser().parse_args(
         ['synthetic', 'RGB', '--arch', 'resnet18', '--num_segments', '4', '--shift', '--lsm',
-         '--lsm_short_stages', '3,4', '--lsm_long_stages', '2', '3', '4'])
+         '--lsm_short_stages', '3,4', '--lsm_long_stages', '2', '3', '4', '--pretrain', 'none'])
     assert (args.lsm_short_stages, args.lsm_long_stages) == (['3,4'], ['2', '3', '4'])
-    model = build_model_from_config(dict(num_class=5, num_segments=4, base_model='resnet18', is_shift=True,
-                                         lsm=True, lsm_short_stages=args.lsm_short_stages,
-                                         lsm_long_stages=args.lsm_long_stages), pretrain='none',
-                                    input_size=SIZE)
-    assert len(_lsm_modules(build_model_from_config(model.config(), pretrain='none'))) == 6
-    args_tsm = build_train_parser().parse_args(['synthetic', 'RGB', '--arch', 'resnet18', '--shift'])
-    assert not parse_weight_name(store_name(args_tsm) + '.pth')['lsm']
+    cfg = ModelConfig.from_args(args, 5)
+    assert len(_lsm_modules(build_model(ModelConfig.from_dict(cfg.to_dict())))) == 6
+    tsm = ModelConfig.from_args(build_train_parser().parse_args(['synthetic', 'RGB', '--arch', 'resnet18',
+                                                                  '--shift']), 5)
+    assert not parse_weight_name(store_name(tsm, 'synthetic', 120) + '.pth')[1]['lsm']
 
 
 def test_ablation_models_build_what_their_names_say(tmp_path):
@@ -610,8 +605,8 @@ def test_ablation_models_build_what_their_names_say(tmp_path):
                                 **{f'layer{k}.{i}': ('long',) for k in (3, 4) for i in (0, 1)}}}
     for name, placement in expected.items():
         t = build_train_parser().parse_args(ablation.train_argv(args, str(tmp_path), name))
-        model = GEN.tsn(num_class=5, num_segments=t.num_segments, base_model=t.arch, pretrain='none',
-                        is_shift=t.shift, lsm=t.lsm, lsm_branches=t.lsm_branches,
+        model = GEN.tsn(num_class=5, num_segments=t.num_segments, arch=t.arch, pretrain='none',
+                        shift=t.shift, lsm=t.lsm, lsm_branches=t.lsm_branches,
                         lsm_short_stages=t.lsm_short_stages, lsm_long_stages=t.lsm_long_stages,
                         input_size=SIZE)
         assert _branches_by_block(model) == placement, name
@@ -628,16 +623,16 @@ def test_ablation_models_build_what_their_names_say(tmp_path):
 
 def test_resume_names_a_changed_lsm_placement():
     import main as train_main
-    stored = {'config': _model('resnet18', 4, lsm_short_stages=[3, 4]).config()}
-    with pytest.raises(LSNetError, match=r"lsm_short_stages=\[3, 4\] but the flags give \[1, 2, 3, 4\]"):
-        train_main.check_resume_config(stored, _model('resnet18', 4), 'ckpt.pth.tar')
-    train_main.check_resume_config(stored, _model('resnet18', 4, lsm_short_stages='3 4'), 'ckpt.pth.tar')
-    # checkpoints written before the stage flags existed carry no stage keys: nothing to compare
+    stored = {'config': _model('resnet18', 4, lsm_short_stages=[3, 4]).cfg.to_dict()}
+    with pytest.raises(LSNetError, match=r"lsm_short_stages is \(3, 4\) in the checkpoint, \(1, 2, 3, 4\) from"):
+        train_main.check_resume_config(stored, _model('resnet18', 4).cfg, 'ckpt.pth.tar')
+    train_main.check_resume_config(stored, _model('resnet18', 4, lsm_short_stages='3 4').cfg, 'ckpt.pth.tar')
+    # checkpoints written before the stage flags existed carry no stage keys: they had every stage
     old = {'config': {k: v for k, v in stored['config'].items() if not k.endswith('_stages')}}
-    train_main.check_resume_config(old, _model('resnet18', 4), 'ckpt.pth.tar')
-    with pytest.raises(LSNetError, match=r"lsm_tap_init='identity' but the flags give 'shift'"):
-        train_main.check_resume_config({'config': _model('resnet18', 4, lsm_tap_init='identity').config()},
-                                       _model('resnet18', 4), 'ckpt.pth.tar')
+    train_main.check_resume_config(old, _model('resnet18', 4).cfg, 'ckpt.pth.tar')
+    with pytest.raises(LSNetError, match=r"lsm_tap_init is 'identity' in the checkpoint, 'shift' from the flags"):
+        train_main.check_resume_config({'config': _model('resnet18', 4, lsm_tap_init='identity').cfg.to_dict()},
+                                       _model('resnet18', 4).cfg, 'ckpt.pth.tar')
 
 
 def test_lsm_start_trains_as_tsm_until_its_epoch():

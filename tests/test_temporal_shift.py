@@ -10,7 +10,7 @@ from ops.non_local import NL3DWrapper, NonLocalBlock3D, make_non_local
 from ops.temporal_shift import (ShiftConv2dFunction, ShiftFunction, TemporalPool, TemporalShift,
                                 make_temporal_shift, shift_slicing, shift_tensor, temporal_shift)
 
-# (N, T, C, fold_div): even/odd channels, T = 1, fold 0
+# (N, T, C, shift_div): even/odd channels, T = 1, fold 0
 SHAPES = [(2, 4, 16, 8), (2, 3, 13, 4), (3, 1, 8, 4), (1, 4, 7, 8), (2, 8, 24, 8)]
 
 
@@ -44,7 +44,7 @@ def test_fast_shift_other_dtypes(dtype):
 
 def test_shift_direction_and_zero_fill():
     x = torch.arange(1, 4, dtype=torch.float32).view(3, 1, 1, 1).expand(3, 4, 1, 1).contiguous()
-    y = temporal_shift(x, 3, fold_div=4).view(3, 4)  # fold 1: channel 0 ← t+1, channel 1 ← t-1
+    y = temporal_shift(x, 3, shift_div=4).view(3, 4)  # fold 1: channel 0 ← t+1, channel 1 ← t-1
     assert y[:, 0].tolist() == [2, 3, 0]
     assert y[:, 1].tolist() == [0, 1, 2]
     assert y[:, 2].tolist() == [1, 2, 3]
@@ -59,21 +59,21 @@ def test_fast_shift_channels_last_and_noncontiguous_grad():
     assert torch.equal(x.grad, ref)
 
 
-def _frame_by_frame(x, n_segment, fold, direction=1):
+def _frame_by_frame(x, num_segments, fold, direction=1):
     """The shift written out one frame at a time: a reference for any fold and both directions."""
     first, second = (slice(0, fold), slice(fold, 2 * fold))[::direction]
     out = torch.zeros_like(x)
     for i in range(x.size(0)):
-        t = i % n_segment
+        t = i % num_segments
         out[i, 2 * fold:] = x[i, 2 * fold:]
-        if t + 1 < n_segment:
+        if t + 1 < num_segments:
             out[i, first] = x[i + 1, first]
         if t > 0:
             out[i, second] = x[i - 1, second]
     return out
 
 
-# (N, T, C, H, W, fold): even/odd channels, T = 1, fold 0, fold = C (n_div 1), 1x1 and odd planes
+# (N, T, C, H, W, fold): even/odd channels, T = 1, fold 0, fold = C (shift_div 1), 1x1 and odd planes
 CASES = [(2, 4, 16, 5, 4, 2), (2, 3, 13, 3, 3, 3), (3, 1, 8, 2, 2, 1), (1, 4, 7, 5, 5, 0),
          (2, 8, 24, 7, 7, 3), (1, 4, 6, 1, 1, 1), (2, 2, 5, 3, 1, 5), (1, 8, 256, 14, 14, 32)]
 
@@ -114,7 +114,7 @@ CONVS = [dict(k=1, stride=1, pad=0, bias=False), dict(k=3, stride=2, pad=1, bias
 def test_lean_shift_conv_matches_slicing(n, t, c, div, conv):
     torch.manual_seed(1)
     layer = nn.Conv2d(c, 6, conv['k'], conv['stride'], conv['pad'], bias=conv['bias'])
-    lean = TemporalShift(layer, n_segment=t, n_div=div, mode='lean')
+    lean = TemporalShift(layer, num_segments=t, shift_div=div, mode='lean')
     xa, xb = _pair(n, t, c, 7, 6)
     ya = lean(xa)
     assert ya.grad_fn is not None and 'ShiftConv2d' in type(ya.grad_fn).__name__
@@ -262,7 +262,7 @@ def test_non_local_starts_as_identity_and_wraps_every_second_block():
 @pytest.mark.parametrize('mode', ['fast', 'lean'])
 def test_shift_traces_with_torch_export(mode):
     """The shift traces under torch.export with the same values."""
-    net = nn.Sequential(TemporalShift(nn.Conv2d(8, 4, 1), n_segment=2, n_div=4, mode=mode), nn.ReLU()).eval()
+    net = nn.Sequential(TemporalShift(nn.Conv2d(8, 4, 1), num_segments=2, shift_div=4, mode=mode), nn.ReLU()).eval()
     x = torch.randn(4, 8, 3, 3)
     program = torch.export.export(net, (x,))
     assert torch.equal(program.module()(x), net(x))
@@ -270,7 +270,7 @@ def test_shift_traces_with_torch_export(mode):
 
 def test_export_in_training_mode_records_the_shift():
     """Exported while recording a graph (ShiftFunction, not the in-place path), the program shifts new inputs."""
-    net = TemporalShift(nn.Identity(), n_segment=4, n_div=4).train()
+    net = TemporalShift(nn.Identity(), num_segments=4, shift_div=4).train()
     program = torch.export.export(net, (torch.randn(8, 8, 2, 2),))
     y = torch.randn(8, 8, 2, 2)
     assert torch.equal(program.module()(y), shift_slicing(y, 4, 4))
