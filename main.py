@@ -214,16 +214,34 @@ def check_resume_config(resume_ckpt, cfg, path):
             path, '; '.join('{} is {!r} in the checkpoint, {!r} from the flags'.format(*d) for d in diffs)))
 
 
+def classifier_lr5(flag, pretrained, tuned_from_same_dataset):
+    """``(fc_lr5, reason)``: does the new classifier train at 5x the lr (bias 10x)?
+
+    The reference's rule (``on``): yes, unless fine-tuning from a checkpoint of the same dataset. It is
+    meant for a new head on a pretrained backbone; from scratch a fresh backbone's features are large
+    and share a common component, and 5x puts SGD with momentum at its stability limit, so ``auto``
+    keeps the rule only when the backbone starts pretrained.
+    """
+    if flag == 'off':
+        return False, '--fc_lr5 off'
+    if tuned_from_same_dataset:
+        return False, 'fine-tuning from the same dataset'
+    if flag == 'on':
+        return True, '--fc_lr5 on'
+    if pretrained:
+        return True, '--fc_lr5 auto, pretrained backbone'
+    return False, '--fc_lr5 auto, backbone from scratch'
+
+
 def build_and_load(args, cfg, resume_ckpt, resume_path):
     """The model with its starting weights (--tune_from, --resume); returns (model, fc_lr5)."""
     from ops.checkpoint import load_checkpoint, load_weights
     from ops.models import build_model
     model = build_model(cfg)
-    fc_lr5 = True  # the reference's rule: a new classifier trains at lr x5 (bias x10) ...
+    same = False
     if args.tune_from:
         tune_ckpt = load_checkpoint(args.tune_from)
         same = same_dataset(tune_ckpt, args.tune_from, args.dataset)
-        fc_lr5 = not same  # ... except when fine-tuning from the same dataset
         report = load_weights(model, tune_ckpt, finetune=True, source=args.tune_from, drop_classifier=not same)
         log.info('=> fine-tuning from %s: %s', args.tune_from, report.summary())
         for what, keys in (('dropped (another dataset or shape)', report.dropped),
@@ -231,10 +249,15 @@ def build_and_load(args, cfg, resume_ckpt, resume_path):
                            ('unused checkpoint keys', report.unexpected)):
             if keys:
                 log.info('=> %s: %s', what, ', '.join(keys))
+    fc_lr5, reason = classifier_lr5(args.fc_lr5, cfg.pretrain != 'none' or bool(args.tune_from), same)
     if resume_ckpt is not None:
         check_resume_config(resume_ckpt, cfg, resume_path)
         load_weights(model, resume_ckpt, finetune=False, source=resume_path)
-        fc_lr5 = bool(resume_ckpt.get('fc_lr5', fc_lr5))
+        # older checkpoints did not store it: their runs followed the reference's rule
+        stored = bool(resume_ckpt.get('fc_lr5', not same))
+        if stored != fc_lr5:
+            fc_lr5, reason = stored, 'kept from the resumed run'
+    log.info('=> classifier learning rate: %s (%s)', 'x5 weight / x10 bias' if fc_lr5 else 'base rate', reason)
     return model, fc_lr5
 
 

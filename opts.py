@@ -44,6 +44,11 @@ def build_train_parser():
     p.add_argument('--suffix', type=str, default=None)
     p.add_argument('--pretrain', type=str, default='imagenet', choices=['imagenet', 'none'])
     p.add_argument('--tune_from', type=str, default=None, help='fine-tune from checkpoint')
+    p.add_argument('--fc_lr5', choices=('auto', 'on', 'off'), default='auto',
+                   help="new classifier at 5x the lr (bias 10x): 'on' is the reference's rule (off only when "
+                        "fine-tuning from the same dataset), 'off' trains it at the base lr; 'auto' (default) "
+                        "is the reference's rule when the backbone starts from pretrained weights (ImageNet or "
+                        "--tune_from) and off from scratch (--pretrain none), where 5x destabilises SGD")
     # ========================= Learning Configs ==========================
     p.add_argument('--epochs', default=120, type=int, metavar='N', help='number of total epochs to run')
     p.add_argument('-b', '--batch-size', default=128, type=int, metavar='N',

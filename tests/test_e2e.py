@@ -91,7 +91,7 @@ def test_train_writes_logs_and_checkpoints(chain):
     assert ck['epoch'] == 2 and ck['arch'] == ARCH
     assert all(k.startswith('module.') for k in ck['state_dict'])
     assert ck['config']['arch'] == ARCH and ck['config']['num_segments'] == 4 and ck['config']['input_size'] == 32
-    assert ck['categories'] == NAMES and ck['seed'] == 7 and ck['fc_lr5'] is True
+    assert ck['categories'] == NAMES and ck['seed'] == 7 and ck['fc_lr5'] is False  # from scratch
     assert ck['scheduler']['last_epoch'] == 1 and ck['optimizer']['state']
     assert os.path.isfile(os.path.join(run_dir(out), 'ckpt.best.pth.tar'))
     log_dir = os.path.join(out, 'log', os.path.basename(run_dir(out)))

@@ -95,6 +95,9 @@ def build_parser():
     p.add_argument('--epochs', type=int, default=10)
     p.add_argument('--batch_size', type=int, default=16)
     p.add_argument('--lr', type=float, default=0.01)
+    p.add_argument('--fc_lr5', choices=('auto', 'on', 'off'), default='auto',
+                   help="main.py's --fc_lr5 for every run ('on': the reference's rule, as the tables before "
+                        "the from-scratch fix were measured; runs other than auto get an fclr5<value> suffix)")
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--seeds', type=int, nargs='+', default=None,
                    help='repeat the ablation with each seed (runs in OUT/seed<N>) and print the '
@@ -168,7 +171,7 @@ def train_argv(args, root, run):
     out = os.path.abspath(args.out)
     model, source = split_run(run)
     epochs = run_epochs(args, run)
-    suffix = model.replace('-', '')
+    suffix = model.replace('-', '') + ('' if args.fc_lr5 == 'auto' else 'fclr5' + args.fc_lr5)
     tune = []
     if source:
         suffix += 'from' + source.replace('-', '')
@@ -182,7 +185,8 @@ def train_argv(args, root, run):
             '--gd', '20', '--seed', str(args.seed), '-j', str(args.workers),
             '--eval-freq', str(epochs), '--print-freq', '50',
             '--root_log', os.path.join(out, 'logs'), '--root_model', os.path.join(out, 'checkpoints'),
-            '--suffix', suffix] + tune + [f.format(half=epochs // 2) for f in MODELS[model]]
+            '--fc_lr5', args.fc_lr5, '--suffix', suffix] + tune + \
+        [f.format(half=epochs // 2) for f in MODELS[model]]
 
 
 def init_checkpoint(path, seed):
