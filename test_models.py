@@ -7,6 +7,7 @@ divides by their number.  The model configuration comes from the checkpoint's st
 (ours) or from the official file-name pattern.
 """
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -52,7 +53,7 @@ def load_model(path, num_segments, test_list, args, device):
     from ops.utils import to_channels_last
 
     if args.dataset == 'custom' and not test_list:
-        raise LSNetError('dataset custom needs --test_list (with --root_path and --category_file)')
+        raise LSNetError('dataset custom needs --test_list (with --root_path; --category_file names the classes)')
     if args.dataset == 'synthetic':
         from ops.dataset_config import synthetic_root
         from ops.synthetic import ensure_synthetic
@@ -64,11 +65,14 @@ def load_model(path, num_segments, test_list, args, device):
         overrides['input_size'] = args.input_size
     model, cfg, ckpt = checkpoint.load_model(path, device, **overrides)
     dcfg = get_dataset_config(args.dataset, cfg.modality, root_path=args.root_path or None,
-                              train_list=test_list, val_list=test_list,
-                              category_file=args.category_file, image_tmpl=args.image_tmpl)
+                              train_list=test_list, val_list=test_list, category_file=args.category_file,
+                              image_tmpl=args.image_tmpl, num_class=cfg.num_class)
     if cfg.num_class != dcfg.num_class:
         raise LSNetError('{}: checkpoint has {} classes but dataset {} has {}'
                          .format(path, cfg.num_class, args.dataset, dcfg.num_class))
+    stored = ckpt.get('categories')
+    if dcfg.category_file is None and isinstance(stored, (list, tuple)) and len(stored) == cfg.num_class:
+        dcfg = dataclasses.replace(dcfg, categories=[str(c) for c in stored])  # the names it was trained with
     source = 'checkpoint config' if isinstance(ckpt.get('config'), dict) else 'file name'
     log.info('=> %s: %s from %s, %d segments, shift %s', path, cfg.arch, source, cfg.num_segments,
              '{}/{}'.format(cfg.shift_div, cfg.shift_place) if cfg.shift else 'off')

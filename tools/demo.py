@@ -4,7 +4,8 @@ The model is rebuilt from the checkpoint's stored configuration (segments, backb
 input size, ...); official TSM files without one are read from their file name.  Frames are
 sampled at the segment centres (test sampling) and centre-cropped like ``test_models.py``
 (``--test_crops 3/5/10`` average several crops).  Class names come from ``--category_file``, else
-the checkpoint's ``categories`` entry, else ``class_<i>``.
+the checkpoint's ``categories`` entry, else, for a 400-class Kinetics checkpoint (its ``dataset``
+entry or official file name), the Kinetics-400 names of ``ops/kinetics400.txt``, else ``class_<i>``.
 
     python tools/demo.py checkpoints/.../ckpt.best.pth.tar video.mp4
     python tools/demo.py TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth frames/abc/ \\
@@ -32,8 +33,21 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 _NUMBERED = re.compile(r'^(.*?)(\d+)(\.[A-Za-z]+)$')
 
 
-def class_names(ckpt, num_class, category_file=None):
-    """``num_class`` names from ``category_file``, else ``ckpt['categories']``, else ``class_<i>``."""
+def checkpoint_dataset(ckpt, path):
+    """The dataset a checkpoint was trained on: its ``dataset`` entry (ours), else its official file
+    name's (``TSM_kinetics_...``), else None."""
+    from ops.config import parse_weight_name
+    if ckpt.get('dataset'):
+        return str(ckpt['dataset'])
+    try:
+        return parse_weight_name(path)[0]
+    except LSNetError:
+        return None
+
+
+def class_names(ckpt, num_class, category_file=None, dataset=None):
+    """``num_class`` names from ``category_file``, else ``ckpt['categories']``, else the dataset's
+    default names (Kinetics-400 for a 400-class ``kinetics`` model), else ``class_<i>``."""
     if category_file:
         if not os.path.isfile(category_file):
             raise LSNetError('--category_file not found: %s' % category_file)
@@ -43,7 +57,8 @@ def class_names(ckpt, num_class, category_file=None):
     elif ckpt.get('categories'):
         names, source = [str(c) for c in ckpt['categories']], 'the checkpoint'
     else:
-        return ['class_%d' % i for i in range(num_class)]
+        from ops.dataset_config import default_categories
+        return default_categories(dataset, num_class)
     if len(names) != num_class:
         raise LSNetError('%s lists %d classes but the model has %d' % (source, len(names), num_class))
     return names
@@ -156,7 +171,7 @@ def run(args):
     model, cfg, ckpt = load_model(args.checkpoint, device, consensus_type='avg')
     if args.channels_last:
         to_channels_last(model)
-    names = class_names(ckpt, model.num_class, args.category_file)
+    names = class_names(ckpt, model.num_class, args.category_file, checkpoint_dataset(ckpt, args.checkpoint))
     clip, n = load_clip(args.input, model, args.image_tmpl or None)
     probs = predict(model, clip, args.test_crops, args.channels_last)
     k = min(args.topk, model.num_class)
