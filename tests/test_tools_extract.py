@@ -136,7 +136,71 @@ def test_ffmpeg_backend_command(monkeypatch, tmp_path):
     assert frames_in(tmp_path / 'v') == ['img_00001.jpg', 'img_00002.jpg', 'img_00003.jpg']
 
 
+def _size_and_tables(path):
+    with Image.open(path) as img:
+        return img.size, {k: list(v) for k, v in img.quantization.items()}
+
+
+def test_defaults_are_the_reference_frames(tmp_path):
+    """No size flags: Kinetics frames 331 px high, Something V2 256 px high (width proportional, also
+    for a portrait video), at the finest quantiser (the same JPEG as --quality 100, finer than 90)."""
+    make_video(str(tmp_path / 'k' / 'abseiling' / 'a_000000_000010.mp4'), num_frames=3, width=64, height=48)
+    make_video(str(tmp_path / 'k' / 'abseiling' / 'p_000000_000010.mp4'), num_frames=3, width=48, height=64)
+    assert vid2img_kinetics.main([str(tmp_path / 'k'), str(tmp_path / 'kf'), '-j', '1', '--no_progress']) == 0
+    size, tables = _size_and_tables(tmp_path / 'kf' / 'abseiling' / 'a_000000_000010' / 'img_00001.jpg')
+    assert size == (441, 331)  # 64 * 331 / 48 = 441.3
+    assert _size_and_tables(tmp_path / 'kf' / 'abseiling' / 'p_000000_000010' / 'img_00003.jpg')[0] == (248, 331)
+    make_video(str(tmp_path / 's' / '7.webm'), num_frames=3, codec='libvpx', width=64, height=48)
+    assert vid2img_sthv2.main([str(tmp_path / 's'), str(tmp_path / 'sf'), '-j', '1', '--no_progress']) == 0
+    assert _size_and_tables(tmp_path / 'sf' / '7' / '000002.jpg')[0] == (341, 256)
+    for quality, finest in (('100', True), ('90', False)):
+        out = tmp_path / ('q' + quality)
+        assert vid2img_kinetics.main([str(tmp_path / 'k'), str(out), '--quality', quality, '-j', '1',
+                                      '--no_progress']) == 0
+        other = _size_and_tables(out / 'abseiling' / 'a_000000_000010' / 'img_00001.jpg')[1]
+        assert (other == tables) == finest
+        assert finest or sum(tables[0]) < sum(other[0])
+
+
+def test_defaults_with_ffmpeg_run_the_reference_command(monkeypatch, tmp_path):
+    """With ffmpeg on PATH the defaults are the reference's flags: scale=-1:331 (256 for Something V2)
+    and the finest quantiser (-q:v 2, what the reference's -q:v 0 is clipped to)."""
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        open(cmd[-1].replace('%05d', '00001').replace('%06d', '000001'), 'wb').close()
+        return subprocess.CompletedProcess(cmd, 0, '', '')
+
+    monkeypatch.setattr(extract_frames.shutil, 'which', lambda name: '/usr/bin/' + name)
+    monkeypatch.setattr(extract_frames.subprocess, 'run', fake_run)
+    (tmp_path / 'k' / 'abseiling').mkdir(parents=True)
+    (tmp_path / 'k' / 'abseiling' / 'a_000000_000010.mp4').write_bytes(b'')
+    (tmp_path / 's').mkdir()
+    (tmp_path / 's' / '1.webm').write_bytes(b'')
+    assert vid2img_kinetics.main([str(tmp_path / 'k'), str(tmp_path / 'kf'), '--no_progress']) == 0
+    assert vid2img_sthv2.main([str(tmp_path / 's'), str(tmp_path / 'sf'), '--no_progress']) == 0
+    assert vid2img_sthv2.main([str(tmp_path / 's'), str(tmp_path / 'sf2'), '--short_side', '128', '--quality', '50',
+                               '--no_progress']) == 0
+    (k, s, changed) = calls
+    for cmd, height in ((k, 331), (s, 256)):
+        assert cmd[cmd.index('-vf') + 1] == 'scale=-1:%d' % height and cmd[cmd.index('-q:v') + 1] == '2'
+    assert '128' in changed[changed.index('-vf') + 1] and changed[changed.index('-q:v') + 1] == '17'
+
+
+def test_height_flag_and_its_conflict_with_short_side(tmp_path, capsys):
+    make_video(str(tmp_path / 'v' / '1.webm'), num_frames=2, codec='libvpx', width=64, height=48)
+    assert vid2img_sthv2.main([str(tmp_path / 'v'), str(tmp_path / 'f'), '--height', '40', '--no_progress']) == 0
+    assert Image.open(tmp_path / 'f' / '1' / '000001.jpg').size == (53, 40)
+    capsys.readouterr()
+    assert vid2img_sthv2.main([str(tmp_path / 'v'), str(tmp_path / 'g'), '--height', '40', '--short_side', '32']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: --short_side and --height')
+
+
 def test_helpers():
+    assert extract_frames.resized_size(64, 48, 0, 331) == (441, 331)
+    assert extract_frames.resized_size(48, 64, 32, 331) == (248, 331)  # the height wins
     assert extract_frames.resized_size(64, 48, 32) == (42, 32)
     assert extract_frames.resized_size(48, 64, 32) == (32, 42)
     assert extract_frames.resized_size(320, 240, 0) == (320, 240)
@@ -148,6 +212,7 @@ def test_helpers():
     (['{src}', '{out}', '--quality', '0'], '--quality'),
     (['{src}', '{out}', '--jobs', '0'], '--jobs'),
     (['{src}', '{out}', '--short_side', '-1'], '--short_side'),
+    (['{src}', '{out}', '--height', '-1'], '--height'),
 ])
 def test_bad_input_exits_2(tmp_path, capsys, argv, msg):
     (tmp_path / 'src').mkdir()

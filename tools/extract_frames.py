@@ -8,8 +8,16 @@ the video decoded completely, so:
 - a ``.tmp`` folder is a run that was interrupted: it is deleted and the video redone.
 
 Decoding uses the ``ffmpeg`` command line when it is on ``PATH`` and PyAV otherwise (PyAV wheels
-bundle FFmpeg, so no system package is needed).  Videos are processed in parallel processes
-(``jobs``); a video that fails to decode is reported in the summary and does not stop the others.
+bundle FFmpeg, so no system package is needed).  Both write the same kind of JPEG: FFmpeg's MJPEG
+encoder at a fixed quantiser ``-q:v`` (PyAV runs that encoder in-process), after a bicubic resize.
+Videos are processed in parallel processes (``jobs``); a video that fails to decode is reported in
+the summary and does not stop the others.
+
+Size: ``--height H`` scales every frame to height ``H`` (width proportional), as the TSM
+reference's scripts do (``ffmpeg -vf scale=-1:H -q:v 0``: Kinetics at 331, Something-Something V2
+at 256), which is what the model-zoo checkpoints were trained and tested on; ``--short_side S``
+scales the shorter side instead.  Quality 100 (the default) is FFmpeg's finest default quantiser,
+``-q:v 2``, the one the reference's ``-q:v 0`` is clipped to.
 """
 
 import argparse
@@ -37,14 +45,16 @@ class ExtractOptions:
     """How to turn one video into frames.
 
     ``short_side``: resize so the shorter image side has this many pixels (0 keeps the size).
-    ``quality``: JPEG quality 1-100 (PIL scale; mapped onto ffmpeg's ``-q:v`` 31..2).
+    ``height``: resize so the height is this many pixels, width proportional (0: see short_side).
+    ``quality``: JPEG quality 1-100, mapped onto ffmpeg's ``-q:v`` 31..2 (100: ``-q:v 2``, the best).
     ``fps``: resample to this frame rate (0 keeps every decoded frame).
     ``tmpl``: file-name template with one integer field, numbered from 1.
     ``backend``: ``'auto'`` (ffmpeg if on PATH, else PyAV), ``'ffmpeg'`` or ``'pyav'``.
     """
     tmpl: str = 'img_{:05d}.jpg'
     short_side: int = 0
-    quality: int = 95
+    quality: int = 100
+    height: int = 0
     fps: float = 0.0
     backend: str = 'auto'
 
@@ -77,8 +87,11 @@ def resolve_backend(backend):
     return backend
 
 
-def resized_size(width, height, short_side):
-    """(w, h) with the short side scaled to ``short_side`` (even sizes, aspect kept); 0 keeps it."""
+def resized_size(width, height, short_side, target_height=0):
+    """(w, h) with the height scaled to ``target_height`` (width rounded to nearest, as ffmpeg's
+    ``scale=-1:H``), else the short side to ``short_side`` (even sizes, aspect kept); 0 keeps it."""
+    if target_height:
+        return max((2 * width * target_height + height) // (2 * height), 1), target_height
     if not short_side:
         return width, height
     if width <= height:
@@ -106,7 +119,9 @@ def _extract_ffmpeg(src, tmp_dir, opts):
     filters = []
     if opts.fps:
         filters.append('fps=%g' % opts.fps)
-    if opts.short_side:
+    if opts.height:
+        filters.append('scale=-1:%d' % opts.height)  # the reference's filter
+    elif opts.short_side:
         s = opts.short_side
         # Short side to s, other side even and proportional.
         filters.append("scale='if(gt(iw,ih),-2,%d)':'if(gt(iw,ih),%d,-2)'" % (s, s))
@@ -122,10 +137,30 @@ def _extract_ffmpeg(src, tmp_dir, opts):
     return count_frames(tmp_dir, opts.tmpl)
 
 
+def _jpeg_encoder(width, height, quality):
+    """FFmpeg's MJPEG encoder with the fixed quantiser ``-q:v ffmpeg_quality(quality)``."""
+    import av
+    enc = av.CodecContext.create('mjpeg', 'w')
+    enc.width, enc.height, enc.pix_fmt = width, height, 'yuvj420p'
+    enc.time_base = Fraction(1, 25)
+    enc.qscale = True  # fixed quantiser, as -q:v sets it
+    enc.qmin = enc.qmax = ffmpeg_quality(quality)
+    return enc
+
+
 def _extract_pyav(src, tmp_dir, opts):
     import av  # imported here so the ffmpeg path needs no PyAV
 
     written = 0
+    enc = None
+
+    def write(packets):
+        nonlocal written
+        for packet in packets:
+            written += 1
+            with open(os.path.join(tmp_dir, opts.tmpl.format(written)), 'wb') as f:
+                f.write(bytes(packet))
+
     with av.open(src) as container:
         if not container.streams.video:
             raise RuntimeError('no video stream')
@@ -150,11 +185,13 @@ def _extract_pyav(src, tmp_dir, opts):
                     continue
                 next_time += step * max(1, math.floor((t - next_time) / step) + 1)
             if size is None:
-                size = resized_size(frame.width, frame.height, opts.short_side)
-            image = frame.reformat(width=size[0], height=size[1], format='rgb24',
-                                   interpolation='BICUBIC').to_image()
-            written += 1
-            image.save(os.path.join(tmp_dir, opts.tmpl.format(written)), quality=opts.quality)
+                size = resized_size(frame.width, frame.height, opts.short_side, opts.height)
+                enc = _jpeg_encoder(size[0], size[1], opts.quality)
+            image = frame.reformat(width=size[0], height=size[1], format='yuvj420p', interpolation='BICUBIC')
+            image.pts, image.time_base = index, enc.time_base  # encoder timestamps: frame numbers
+            write(enc.encode(image))
+    if enc is not None:
+        write(enc.encode(None))
     return written
 
 
@@ -235,15 +272,21 @@ def list_videos(folder):
                   if os.path.isfile(os.path.join(folder, n)) and n.lower().endswith(VIDEO_EXTENSIONS))
 
 
-def add_common_args(parser, default_short_side):
-    """The extraction flags every vid2img tool shares."""
+def add_common_args(parser, default_short_side=0, default_height=0):
+    """The extraction flags every vid2img tool shares; a tool's default size is a height
+    (``default_height``, the reference's) or a short side."""
     parser.add_argument('src', help='folder of videos')
     parser.add_argument('out', help='folder for the frame folders')
-    parser.add_argument('--short_side', type=int, default=default_short_side,
-                        help='resize the short side to this many pixels; 0 keeps the size '
-                             '(default %(default)s)')
-    parser.add_argument('--quality', type=int, default=95,
-                        help='JPEG quality 1-100 (default %(default)s)')
+    parser.add_argument('--height', type=int, default=None,
+                        help='resize every frame to this height, width proportional, as the TSM reference '
+                             'does; 0 keeps the size (default %s)' % (default_height or 'none: see --short_side'))
+    parser.add_argument('--short_side', type=int, default=None,
+                        help='resize the short side to this many pixels instead of --height; 0 keeps the size '
+                             '(default %s)' % (default_short_side if not default_height else 'none: see --height'))
+    parser.set_defaults(default_height=default_height, default_short_side=default_short_side)
+    parser.add_argument('--quality', type=int, default=100,
+                        help='JPEG quality 1-100, mapped onto ffmpeg -q:v 31..2; 100 is -q:v 2, the finest '
+                             'and the reference\'s (default %(default)s)')
     parser.add_argument('--fps', type=float, default=0.0,
                         help='resample to this frame rate; 0 keeps every frame (default)')
     parser.add_argument('--jobs', '-j', type=int, default=max(1, (os.cpu_count() or 1)),
@@ -260,8 +303,11 @@ def check_common_args(args):
     """Raise LSNetError naming the flag for an out-of-range value."""
     if not os.path.isdir(args.src):
         raise LSNetError('video folder not found: %s' % args.src)
-    if args.short_side < 0:
-        raise LSNetError('--short_side must be >= 0, got %d' % args.short_side)
+    for flag, value in (('--short_side', args.short_side), ('--height', args.height)):
+        if value is not None and value < 0:
+            raise LSNetError('%s must be >= 0, got %d' % (flag, value))
+    if args.short_side is not None and args.height is not None:
+        raise LSNetError('--short_side and --height do not combine: give one')
     if not 1 <= args.quality <= 100:
         raise LSNetError('--quality must be in 1..100, got %d' % args.quality)
     if args.fps < 0:
@@ -277,12 +323,24 @@ def check_template(tmpl):
         raise LSNetError('--tmpl must contain one field like {:05d}, got %r' % tmpl)
 
 
+def frame_size_flags(args):
+    """``(short_side, height)`` from ``--short_side`` / ``--height``, else the tool's default."""
+    if args.height is not None:
+        return 0, args.height
+    if args.short_side is not None:
+        return args.short_side, 0
+    return (0, args.default_height) if args.default_height else (args.default_short_side, 0)
+
+
 def run_cli(args, jobs, tmpl):
     """Run ``jobs`` with the parsed common flags; returns the exit status (1 if any video failed)."""
-    opts = ExtractOptions(tmpl=tmpl, short_side=args.short_side, quality=args.quality,
+    short_side, height = frame_size_flags(args)
+    opts = ExtractOptions(tmpl=tmpl, short_side=short_side, height=height, quality=args.quality,
                           fps=args.fps, backend=args.backend)
-    print('%d videos, backend %s, %d jobs' % (len(jobs), resolve_backend(args.backend), args.jobs),
-          file=sys.stderr)
+    size = 'height %d' % height if height else 'short side %d' % short_side if short_side else 'original size'
+    print('%d videos, backend %s, %d jobs, %s, quality %d (-q:v %d)' % (
+        len(jobs), resolve_backend(args.backend), args.jobs, size, args.quality, ffmpeg_quality(args.quality)),
+        file=sys.stderr)
     results = run_jobs(jobs, opts, num_workers=args.jobs, progress=not args.no_progress)
     n_failed = summarize(results)
     if args.failed_list:

@@ -6,7 +6,12 @@ Output: ``OUT/<class>/<video>/img_00001.jpg ...`` where ``<class>`` is the class
 turned into underscores and quotes/brackets dropped (list files are split on spaces), the names
 ``gen_label_kinetics.py`` looks for.
 
-    python tools/vid2img_kinetics.py kinetics/videos/train kinetics/images/train --short_side 320 -j 8
+    python tools/vid2img_kinetics.py kinetics/videos/train kinetics/images/train -j 8
+
+Frames are 331 pixels high (width proportional) at the finest JPEG quantiser, as the TSM
+reference extracts them: the frames the Kinetics model-zoo checkpoints were trained and tested on
+(frames of another size score lower with them).  ``--height`` / ``--short_side`` / ``--quality``
+change that.
 
 Resumable: finished videos are skipped, interrupted ones redone.  Exit status 1 when some videos
 failed to decode (they are listed), 2 on a usage error.
@@ -22,6 +27,9 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
 from tools.extract_frames import add_common_args, extract_cli, flat_jobs  # noqa: E402
 from tools.label_common import kinetics_class_name  # noqa: E402
 
+# the frame height of the TSM reference's extraction (ffmpeg -vf scale=-1:331 -q:v 0): the frames the
+# model-zoo checkpoints were trained and tested on
+REFERENCE_HEIGHT = 331
 FRAME_TMPL = 'img_{:05d}.jpg'
 
 
@@ -38,7 +46,7 @@ def kinetics_jobs(src, out):
 def build_parser():
     parser = argparse.ArgumentParser(description='Kinetics videos -> frame folders '
                                                  '(<out>/<class>/<video>/img_00001.jpg)')
-    return add_common_args(parser, default_short_side=320)
+    return add_common_args(parser, default_height=REFERENCE_HEIGHT)
 
 
 def main(argv=None):
