@@ -38,12 +38,14 @@ def _numpy_scalar_globals():
 
 
 def _unpickler_detail(exc):
-    """The line after torch's 'WeightsUnpickler error:' (e.g. 'Unsupported operand 110')."""
+    """The line after torch's 'WeightsUnpickler error:' (e.g. 'Unsupported operand 110'); never
+    torch's advice to retry with ``weights_only=False``, which is wrong for a damaged file."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for i, line in enumerate(lines[:-1]):
         if line.startswith('WeightsUnpickler error'):
             return lines[i + 1]
-    return lines[0] if lines else type(exc).__name__
+    lines = [line for line in lines if 'weights_only' not in line]
+    return lines[0] if lines else 'not a readable pickle'
 
 
 def load_checkpoint(path):
