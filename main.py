@@ -72,21 +72,6 @@ def resolve_resume(path):
     return path
 
 
-def init_distributed(args):
-    """Join the torchrun process group when RANK / WORLD_SIZE are set; returns (world, local_rank)."""
-    from ops.engine import World
-    if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ:
-        return World(), None
-    rank, size = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
-    local_rank = int(os.environ.get('LOCAL_RANK', rank))
-    use_cuda = args.device == 'cuda' or (args.device == 'auto' and torch.cuda.is_available())
-    if size > 1 and not dist.is_initialized():
-        if use_cuda:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend='nccl' if use_cuda else 'gloo')
-    return World(rank, size), local_rank
-
-
 class StopRequest:
     """SIGINT sets a flag polled between steps; a second SIGINT interrupts at once."""
 
@@ -162,12 +147,17 @@ def build_loaders(args, dcfg, model, seed, world):
                                        rank=world.rank, shuffle=True, seed=seed, drop_last=False)
     val_sampler = ShardSampler(len(val_set), world.size, world.rank)
     pin = torch.cuda.is_available()
-    # more workers than batches only costs start-up time
+    # more workers than batches only costs start-up time; workers persist between epochs and evaluations.
+    # Each loader draws its workers' base seed from its own generator, not the global one: dropout then
+    # does not depend on whether an epoch starts new workers (-j 0, a resume) or reuses them.
+    train_workers = min(args.workers, len(train_sampler) // per_proc)
+    val_workers = min(args.workers, -(-len(val_sampler) // per_proc))
     train_loader = DataLoader(train_sampler.dataset, batch_size=per_proc, sampler=train_sampler,
-                              num_workers=min(args.workers, len(train_sampler) // per_proc),
-                              pin_memory=pin, drop_last=True)
+                              num_workers=train_workers, persistent_workers=train_workers > 0,
+                              generator=torch.Generator(), pin_memory=pin, drop_last=True)
     val_loader = DataLoader(EpochSeededDataset(val_set, seed), batch_size=per_proc, sampler=val_sampler,
-                            num_workers=min(args.workers, -(-len(val_sampler) // per_proc)), pin_memory=pin)
+                            num_workers=val_workers, persistent_workers=val_workers > 0,
+                            generator=torch.Generator(), pin_memory=pin)
     return train_loader, val_loader
 
 
@@ -310,11 +300,11 @@ def parallelize(model, args, world, device):
 def run(args):
     from ops.checkpoint import load_checkpoint
     from ops.config import ModelConfig, store_name
-    from ops.engine import validate
+    from ops.engine import init_distributed, validate
     from ops.utils import seed_everything, select_device, to_channels_last
 
     check_flags(args)
-    world, local_rank = init_distributed(args)
+    world, local_rank = init_distributed(args.device)
     if not world.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     device = select_device(args.device, args.gpus, local_rank if world.size > 1 else None)

@@ -7,6 +7,7 @@ agrees on the logged numbers, on a non-finite loss, and on an interrupt request.
 import contextlib
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -93,22 +94,27 @@ class EpochSeededDataset(Dataset):
 
     Random crops, flips and segment offsets then do not depend on the number of loader workers
     or processes, so a resumed or distributed run sees exactly the clips a single run would.
-    The global generators are restored after each item.
+    The global generators are restored after each item.  The epoch lives in shared memory, so
+    persistent loader workers (which keep their copy of the dataset) see :meth:`set_epoch` too.
     """
 
     def __init__(self, dataset, seed):
         self.dataset = dataset
         self.seed = int(seed)
-        self.epoch = 0
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self):
+        return int(self._epoch)
 
     def set_epoch(self, epoch):
-        self.epoch = int(epoch)
+        self._epoch.fill_(int(epoch))
 
     def __len__(self):
         return len(self.dataset)
 
     def __getattr__(self, name):
-        if name == 'dataset':
+        if name in ('dataset', '_epoch'):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
@@ -164,6 +170,29 @@ class World:
     def barrier(self):
         if self.distributed:
             dist.barrier()
+
+
+def init_distributed(device='auto'):
+    """Join the torchrun process group when RANK / WORLD_SIZE are set; returns (World, local rank or None).
+
+    ``device`` is the ``--device`` flag: nccl when it resolves to CUDA, else gloo (CPU processes).
+    """
+    if 'RANK' not in os.environ or 'WORLD_SIZE' not in os.environ:
+        return World(), None
+    rank, size = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
+    local_rank = int(os.environ.get('LOCAL_RANK', rank))
+    use_cuda = device == 'cuda' or (device == 'auto' and torch.cuda.is_available())
+    if size > 1 and not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend='nccl' if use_cuda else 'gloo')
+    return World(rank, size), local_rank
+
+
+def leave_distributed():
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def autocast_context(device, amp):
