@@ -191,4 +191,9 @@ def build_test_parser():
                    help='write metrics, per-class/per-group accuracy and predictions as JSON')
     g.add_argument('--class_groups', type=str, default=None, metavar='FILE.json',
                    help='{"group": [label, ...]}: print accuracy per group')
+    g.add_argument('--confusion', type=str, default=None, metavar='FILE.png',
+                   help='draw the row-normalised confusion matrix with class names (the 30 most-confused '
+                        'classes when there are more; needs matplotlib)')
+    g.add_argument('--amp', default=False, action='store_true',
+                   help='mixed precision: bf16 autocast on CPU, fp16 on CUDA (as main.py --amp)')
     return p

@@ -5,6 +5,10 @@ a video's score is the plain mean of its clips' raw scores (crops x dense clips 
 softmaxed afterwards only with ``--softmax``.  An ensemble sums coeff x score over checkpoints and
 divides by their number.  The model configuration comes from the checkpoint's stored ``config``
 (ours) or from the official file-name pattern.
+
+Under ``torchrun --nproc_per_node N`` each process scores the videos ``rank, rank + N, ...`` of the
+list; the scores are gathered back into list order and rank 0 alone prints and writes, exactly
+what a single process would.
 """
 import csv
 import dataclasses
@@ -81,9 +85,11 @@ def load_model(path, num_segments, test_list, args, device):
     return model, dcfg, cfg.num_segments
 
 
-def build_loader(model, dcfg, segments, test_list, args, remove_missing):
+def build_loader(model, dcfg, segments, test_list, args, remove_missing, world):
+    """``(loader over this process's shard, names of all videos)``; the shard is ``rank::world size``."""
     from ops.dataset import TSNDataSet
     from ops.dataset_config import check_labels
+    from ops.engine import ShardSampler
     from ops.transforms import build_transform
     tf = build_transform('test', modality=model.modality, new_length=model.new_length,
                          crop_size=model.crop_size, scale_size=model.scale_size,
@@ -99,9 +105,11 @@ def build_loader(model, dcfg, segments, test_list, args, remove_missing):
     if args.max_num > 0 and args.max_num < len(dataset):
         dataset = torch.utils.data.Subset(dataset, range(args.max_num))
         names = names[:args.max_num]
-    workers = min(args.workers, -(-len(dataset) // args.batch_size))  # no more workers than batches
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
-                                         num_workers=workers, pin_memory=torch.cuda.is_available())
+    sampler = ShardSampler(len(dataset), world.size, world.rank)
+    workers = min(args.workers, -(-len(sampler) // args.batch_size))  # no more workers than batches
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
+                                         num_workers=workers, persistent_workers=workers > 0,
+                                         pin_memory=torch.cuda.is_available())
     return loader, names
 
 
@@ -152,8 +160,14 @@ def print_report(res, weights):
 
 def check_output_paths(args):
     """Fail before the evaluation, not after it, when an output file cannot be written."""
+    if args.confusion:
+        import importlib.util
+        if os.path.splitext(args.confusion)[1].lower() not in ('.png', '.pdf', '.svg'):
+            raise LSNetError('--confusion {}: give a .png (or .pdf, .svg) file'.format(args.confusion))
+        if importlib.util.find_spec('matplotlib') is None:
+            raise LSNetError('--confusion needs matplotlib: pip install "matplotlib>=3.7"')
     for flag, path in (('--csv_file', args.csv_file), ('--json_file', args.json_file),
-                       ('--save_scores', args.save_scores)):
+                       ('--save_scores', args.save_scores), ('--confusion', args.confusion)):
         if path:
             folder = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(folder):
@@ -163,7 +177,11 @@ def check_output_paths(args):
 
 
 def write_outputs(args, res, scores, labels, names, categories):
+    from ops.metrics import plot_confusion
     preds = scores.argmax(1)
+    if args.confusion:
+        title = plot_confusion(labels, preds, categories, args.confusion)
+        log.info('=> %s written to %s', title.splitlines()[0], args.confusion)
     if args.csv_file:
         with open(args.csv_file, 'w', newline='') as f:
             w = csv.writer(f, delimiter=';', lineterminator='\n')
@@ -205,14 +223,14 @@ def ensemble_members(args):
     return list(zip(weights, num_segments, coeffs, lists))
 
 
-def load_members(args, members, device):
+def load_members(args, members, device, world):
     """``(models [(model, segments, coeff)], loaders, video names, dataset config)``."""
     models, loaders, names, dcfg = [], [], None, None
     for path, segments, coeff, test_list in members:
         model, this_cfg, segments = load_model(path, segments, test_list, args, device)
         # as the reference: a single model skips videos too short to sample, an ensemble keeps all
         loader, this_names = build_loader(model, this_cfg, segments, test_list, args,
-                                          remove_missing=len(members) == 1)
+                                          remove_missing=len(members) == 1, world=world)
         if names is not None and len(this_names) != len(names):
             raise LSNetError('ensemble members see different test lists ({} vs {} videos)'
                              .format(len(names), len(this_names)))
@@ -222,14 +240,16 @@ def load_members(args, members, device):
     return models, loaders, names, dcfg
 
 
-def score_videos(args, models, loaders, device):
-    """``(scores (V, num_class) float32, labels (V,) int64)``: the ensemble's mean video scores."""
+def score_videos(args, models, loaders, device, world):
+    """``(scores (V, num_class) float32, labels (V,) int64)``: the ensemble's mean video scores over
+    this process's shard (under ``--amp``, autocast: bf16 on CPU, fp16 on CUDA)."""
     from tqdm import tqdm
-    from ops.engine import prepare_clips
+    from ops.engine import autocast_context, prepare_clips
     num_clips = clips_per_video(args)
     all_scores, all_labels = [], []
     t0 = time.time()
-    bar = tqdm(zip(*loaders), total=len(loaders[0]), desc='test', disable=not sys.stderr.isatty())
+    bar = tqdm(zip(*loaders), total=len(loaders[0]), desc='test',
+               disable=not (world.is_main and sys.stderr.isatty()))
     for batches in bar:
         total, label = 0.0, None
         for (model, segments, coeff), (clips, target) in zip(models, batches):
@@ -237,7 +257,8 @@ def score_videos(args, models, loaders, device):
                 raise LSNetError('ensemble members disagree on the labels of the same videos')
             label = target
             clips = prepare_clips(clips, device, args.channels_last, norm=(model.input_mean, model.input_std))
-            s = video_scores(model, clips, segments, num_clips)
+            with autocast_context(device, args.amp):
+                s = video_scores(model, clips, segments, num_clips)
             total = total + coeff * (torch.softmax(s, dim=1) if args.softmax else s)
         all_scores.append((total / len(models)).cpu().numpy())
         all_labels.append(label.numpy())
@@ -249,15 +270,44 @@ def score_videos(args, models, loaders, device):
     return np.concatenate(all_scores).astype(np.float32), np.concatenate(all_labels).astype(np.int64)
 
 
+def gather_in_order(scores, labels, indices, num_videos, world):
+    """Every process's shard ``(scores, labels)`` at list positions ``indices`` → the whole list's
+    ``(scores (V, C), labels (V,))`` in list order (a single process: returned as they are)."""
+    if not world.distributed:
+        return scores, labels
+    import torch.distributed as dist
+    parts = [None] * world.size
+    dist.all_gather_object(parts, (list(indices), scores, labels))
+    out_scores = np.zeros((num_videos, scores.shape[1]), np.float32)
+    out_labels = np.zeros((num_videos,), np.int64)
+    seen = 0
+    for idx, s, l in parts:
+        out_scores[idx], out_labels[idx] = s, l
+        seen += len(idx)
+    if seen != num_videos:
+        raise RuntimeError('gathered {} of {} videos'.format(seen, num_videos))
+    return out_scores, out_labels
+
+
 def run(args):
+    from ops.engine import init_distributed
     from ops.metrics import summarize
     from ops.utils import select_device
 
     members = ensemble_members(args)
     check_output_paths(args)
-    device = select_device(args.device, args.gpus)
-    models, loaders, names, dcfg = load_members(args, members, device)
-    scores, labels = score_videos(args, models, loaders, device)
+    world, local_rank = init_distributed(args.device)
+    if not world.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    device = select_device(args.device, args.gpus, local_rank if world.size > 1 else None)
+    models, loaders, names, dcfg = load_members(args, members, device, world)
+    scores, labels = score_videos(args, models, loaders, device, world)
+    shard = len(labels)
+    scores, labels = gather_in_order(scores, labels, loaders[0].sampler.indices, len(names), world)
+    if world.distributed:
+        log.info('=> %d processes scored the %d videos, %d of them on rank 0', world.size, len(labels), shard)
+    if not world.is_main:
+        return 0
     categories = list(dcfg.categories)
     res = summarize(scores, labels, categories, load_groups(args, dcfg))
     print_report(res, [m[0] for m in members])
@@ -267,8 +317,9 @@ def run(args):
 
 def main(argv=None):
     """Entry point; returns 0 on success, 2 on a user error (message on stderr)."""
+    from ops.engine import leave_distributed
     from ops.utils import run_entry_point
-    return run_entry_point(run, build_test_parser().parse_args(argv))
+    return run_entry_point(run, build_test_parser().parse_args(argv), cleanup=leave_distributed)
 
 
 if __name__ == '__main__':
