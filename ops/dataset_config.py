@@ -373,8 +373,8 @@ def get_dataset_config(dataset, modality, root_path=None, train_list=None, val_l
             categories = read_categories(cat_path)
         else:
             why = "the reference's count" if dataset in ('kinetics', 'hmdb51') else "the dataset's published count"
-            categories = _generated_categories(dataset, modality, root, lay.num_class, 'looked for ' + ' or '.join(files),
-                                               why)
+            categories = _generated_categories(dataset, modality, root, lay.num_class,
+                                               'looked for ' + ' or '.join(files), why)
         train = _list_path(train_list, root) or os.path.join(root, lay.train_list)
         val = _list_path(val_list, root) or os.path.join(root, lay.val_list)
         tmpl = image_tmpl or lay.image_tmpl
