@@ -57,6 +57,22 @@ def test_kinetics(tmp_path, capsys):
     assert '2 videos, 2 missing' in capsys.readouterr().out
 
 
+def test_kinetics_classes_follow_the_model_zoo_order(tmp_path):
+    """Sorting folder-safe names would swap 'skiing (not slalom or crosscountry)' and 'skiing
+    crosscountry' (labels 308 and 309 of the zoo); without --label_map the zoo's order is kept."""
+    frames = tmp_path / 'images'
+    rows = []
+    for i, label in enumerate(['skiing crosscountry', 'skiing (not slalom or crosscountry)', 'abseiling']):
+        folder = gen_label_kinetics.kinetics_class_name(label)
+        make_frames(frames / folder / 'v{}_000000_000010'.format(i), 5)
+        rows.append('"{}",v{},0,10,train'.format(label, i))
+    (tmp_path / 'train.csv').write_text('label,youtube_id,time_start,time_end,split\n' + '\n'.join(rows) + '\n')
+    out = tmp_path / 'labels'
+    assert gen_label_kinetics.main(['--train_csv', str(tmp_path / 'train.csv'), '--frame_root', str(frames),
+                                    '--out_dir', str(out)]) == 0
+    assert read(out / 'category.txt') == ['abseiling', 'skiing_not_slalom_or_crosscountry', 'skiing_crosscountry']
+
+
 def test_kinetics_label_map_and_errors(tmp_path, capsys):
     frames = tmp_path / 'images'
     make_frames(frames / 'zumba' / 'aaa_000001_000011', 4)

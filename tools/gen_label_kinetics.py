@@ -9,8 +9,9 @@ zero-padded or not), and writes ``train_videofolder.txt``, ``val_videofolder.txt
     python tools/gen_label_kinetics.py --train_csv kinetics_train.csv --val_csv kinetics_val.csv \\
         --frame_root kinetics/images --out_dir kinetics/labels
 
-Classes: the lines of ``--label_map`` (e.g. ``kinetics_label_map.txt``) when given, else the sorted
-class names of both CSVs; names are made folder-safe (spaces -> ``_``).
+Classes: the lines of ``--label_map`` (e.g. ``kinetics_label_map.txt``) when given; else, for
+Kinetics-400 classes, the model zoo's label order (``ops/kinetics400.txt``); else the sorted class
+names of both CSVs. Names are made folder-safe (spaces -> ``_``).
 """
 
 import csv
@@ -92,9 +93,17 @@ class FolderIndex:
 
 
 def build_categories(args, split_rows):
+    """Class names in label order: ``--label_map``; else, when every class is a Kinetics-400 class,
+    the model zoo's order (``ops/kinetics400.txt``: sorted on the original names, which sorting the
+    folder-safe names would not reproduce); else the sorted folder-safe names."""
     if args.label_map:
         return [kinetics_class_name(t) for _, t in read_lines(args.label_map, 'label map')]
-    return sorted({row[1] for rows in split_rows for row in rows})
+    found = {row[1] for rows in split_rows for row in rows}
+    from ops.dataset_config import kinetics400_names
+    zoo = [kinetics_class_name(n) for n in kinetics400_names()]
+    if found <= set(zoo):
+        return [n for n in zoo if n in found]
+    return sorted(found)
 
 
 def generate(args):
@@ -124,7 +133,8 @@ def build_parser():
     parser.add_argument('--train_csv', default='', help='official training CSV')
     parser.add_argument('--val_csv', default='', help='official validation CSV')
     parser.add_argument('--label_map', default='',
-                        help='class names, one per line, in label order (default: sorted CSV labels)')
+                        help='class names, one per line, in label order (default: the model zoo order for Kinetics-400 '
+                             'classes, else sorted CSV labels)')
     return parser
 
 
