@@ -13,7 +13,6 @@ from torch.nn.modules.conv import _ConvNd
 
 from ops.backbones import build_backbone
 from ops.basic_ops import ConsensusModule
-from ops.errors import LSNetError
 from ops.config import ModelConfig
 
 log = logging.getLogger(__name__)
