@@ -39,7 +39,7 @@ def _numpy_scalar_globals():
 
 def _unpickler_detail(exc):
     """The line after torch's 'WeightsUnpickler error:' (e.g. 'Unsupported operand 110'); never
-    torch's advice to retry with ``weights_only=False``, which is wrong for a damaged file."""
+    torch's advice to retry with unrestricted unpickling, which is wrong for a damaged file."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for i, line in enumerate(lines[:-1]):
         if line.startswith('WeightsUnpickler error'):
