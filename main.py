@@ -438,12 +438,9 @@ class TrainingRun:
 
 def main(argv=None):
     """Entry point; returns 0 on success, 2 on a user error (message on stderr), 130 if interrupted."""
+    from ops.engine import leave_distributed
     from ops.utils import run_entry_point
-
-    def leave_process_group():
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
-    return run_entry_point(run, build_train_parser().parse_args(argv), cleanup=leave_process_group)
+    return run_entry_point(run, build_train_parser().parse_args(argv), cleanup=leave_distributed)
 
 
 if __name__ == '__main__':
