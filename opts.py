@@ -86,6 +86,9 @@ def build_train_parser():
     p.add_argument('--root_model', type=str, default='checkpoint')
     p.add_argument('--shift', default=False, action='store_true', help='use shift for models')
     p.add_argument('--shift_div', default=8, type=int, help='number of div for shift (default: 8)')
+    p.add_argument('--shift_direction', default='bi', choices=['bi', 'uni'],
+                   help="'uni': online (causal) TSM/LSNet - frame t reads only frames <= t, so the model "
+                        "can run frame by frame (tools/online_demo.py)")
     p.add_argument('--shift_place', default='blockres', type=str, help='place for shift (default: blockres)')
     p.add_argument('--temporal_pool', default=False, action='store_true', help='add temporal pooling')
     p.add_argument('--non_local', default=False, action='store_true', help='add non local block')

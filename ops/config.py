@@ -24,6 +24,7 @@ MODALITIES = ('RGB', 'Flow', 'RGBDiff')
 CONSENSUS_TYPES = ('avg', 'identity')
 SHIFT_PLACES = ('blockres', 'block')
 SHIFT_MODES = ('fast', 'lean')
+SHIFT_DIRECTIONS = ('bi', 'uni')
 PRETRAIN_CHOICES = ('imagenet', 'none')
 
 # Keys of the old (TSN keyword) checkpoint configs: renamed, or dropped because they were training
@@ -47,6 +48,7 @@ class ModelConfig:
     shift_div: int = 8
     shift_place: str = 'blockres'
     shift_mode: str = 'fast'
+    shift_direction: str = 'bi'
     temporal_pool: bool = False
     non_local: bool = False
     lsm: bool = False
@@ -60,7 +62,7 @@ class ModelConfig:
     # Fields that change the network a checkpoint's weights belong to (--resume must keep them).
     # dropout, input_size, pretrain and shift_mode change training or speed, not the weights' meaning.
     ARCHITECTURE = ('num_class', 'num_segments', 'modality', 'arch', 'consensus_type', 'shift', 'shift_div',
-                    'shift_place', 'temporal_pool', 'non_local', 'lsm', 'lsm_reduction', 'lsm_groups',
+                    'shift_place', 'shift_direction', 'temporal_pool', 'non_local', 'lsm', 'lsm_reduction', 'lsm_groups',
                     'lsm_branches', 'lsm_short_stages', 'lsm_long_stages', 'lsm_tap_init')
 
     def __post_init__(self):
@@ -79,6 +81,7 @@ class ModelConfig:
         choice('--consensus_type', self.consensus_type, CONSENSUS_TYPES)
         choice('--shift_place', self.shift_place, SHIFT_PLACES)
         choice('--shift_mode', self.shift_mode, SHIFT_MODES)
+        choice('--shift_direction', self.shift_direction, SHIFT_DIRECTIONS)
         choice('--pretrain', self.pretrain, PRETRAIN_CHOICES)
         choice('--lsm_tap_init', self.lsm_tap_init, TAP_INITS)
         if self.num_class is None or self.num_class < 1:
@@ -101,6 +104,15 @@ class ModelConfig:
             raise LSNetError('--non_local needs a ResNet --arch (got {})'.format(self.arch))
         if self.shift and not resnet and self.shift_place != 'blockres':
             raise LSNetError('--arch {} supports only --shift_place blockres (got {})'.format(self.arch, self.shift_place))
+        if self.causal:
+            if not self.shift:
+                raise LSNetError('--shift_direction uni needs --shift: it makes the temporal shift causal')
+            for flag, on in (('--non_local', self.non_local), ('--temporal_pool', self.temporal_pool)):
+                if on:
+                    raise LSNetError('--shift_direction uni with {}: that module reads future frames, so the '
+                                     'model cannot run online'.format(flag))
+            if self.consensus_type != 'avg':
+                raise LSNetError('--shift_direction uni needs --consensus_type avg (got {})'.format(self.consensus_type))
         if self.lsm and not self.shift:
             raise LSNetError('--lsm needs --shift: the long-short module goes into the shifted blocks')
         for flag, value in (('--lsm_reduction', self.lsm_reduction), ('--lsm_groups', self.lsm_groups)):
@@ -112,6 +124,11 @@ class ModelConfig:
     def new_length(self):
         """Frames per segment: 1 for RGB, 5 for Flow (x/y pairs) and RGBDiff (differences)."""
         return 1 if self.modality == 'RGB' else 5
+
+    @property
+    def causal(self):
+        """True for an online model (``--shift_direction uni``): frame ``t`` never reads a later frame."""
+        return self.shift_direction == 'uni'
 
     def replace(self, **changes):
         """A copy with ``changes`` applied (validated)."""
@@ -161,7 +178,8 @@ class ModelConfig:
         return cls(num_class=num_class, num_segments=args.num_segments, modality=args.modality, arch=args.arch,
                    consensus_type=args.consensus_type, dropout=args.dropout, input_size=args.input_size,
                    pretrain=args.pretrain, shift=args.shift, shift_div=args.shift_div,
-                   shift_place=args.shift_place, shift_mode=args.shift_mode, temporal_pool=args.temporal_pool,
+                   shift_place=args.shift_place, shift_mode=args.shift_mode,
+                   shift_direction=args.shift_direction, temporal_pool=args.temporal_pool,
                    non_local=args.non_local, lsm=args.lsm, lsm_reduction=args.lsm_reduction,
                    lsm_groups=args.lsm_groups, lsm_branches=args.lsm_branches,
                    lsm_short_stages=args.lsm_short_stages, lsm_long_stages=args.lsm_long_stages,
@@ -179,6 +197,8 @@ def store_name(cfg, dataset, epochs, lr_type='step', dense_sample=False, suffix=
     arch = cfg.arch
     if cfg.shift:
         arch += '_shift{}_{}'.format(cfg.shift_div, cfg.shift_place)
+        if cfg.causal:
+            arch += '_uni'
     if cfg.temporal_pool:
         arch += '_tpool'
     if cfg.lsm:
@@ -199,14 +219,14 @@ def store_name(cfg, dataset, epochs, lr_type='step', dense_sample=False, suffix=
 
 
 _EXTS = ('.pth.tar', '.pth', '.tar', '.pt')
-_EXPECTED = 'TSM_{dataset}_{modality}_{arch}[_shift{div}_{place}]_{consensus}_segment{T}_e{E}[_dense][_nl].pth'
+_EXPECTED = 'TSM_{dataset}_{modality}_{arch}[_shift{div}_{place}[_uni]]_{consensus}_segment{T}_e{E}[_dense][_nl].pth'
 
 
 def parse_weight_name(filename):
     """``(dataset, fields)`` read off an official weight file name; ``fields`` are ModelConfig fields.
 
     Only the file name is parsed, never its folder.  Pattern: ``TSM_{dataset}_{modality}_{arch}
-    [_shift{div}_{place}][_tpool][_lsm]_{consensus}_segment{T}_e{E}[_{pretrain}][_{lr_type}][_dense]
+    [_shift{div}_{place}[_uni]][_tpool][_lsm]_{consensus}_segment{T}_e{E}[_{pretrain}][_{lr_type}][_dense]
     [_nl][_{suffix}].pth``.  ``num_class`` is not in a name: it comes from the weights.
     """
     base = os.path.basename(filename)
@@ -240,6 +260,7 @@ def parse_weight_name(filename):
     return dataset, {
         'modality': modality, 'arch': arch, 'num_segments': int(tokens[seg_idx][len('segment'):]),
         'consensus_type': tokens[seg_idx - 1], 'shift': shift, 'shift_div': shift_div, 'shift_place': shift_place,
+        'shift_direction': 'uni' if 'uni' in head else 'bi',
         'temporal_pool': 'tpool' in head, 'non_local': 'nl' in tail, 'lsm': 'lsm' in head,
     }
 

@@ -36,6 +36,15 @@ each group's channels at the tap ``t - d`` and half at ``t + d``, so the cascade
 from the first step; ``'identity'`` (the original spec) adds no reach, which leaves ``α`` at a
 saddle on tasks that only a long reach solves.  Either way ``α = 0`` keeps the network equal to TSM.
 
+Causal LSNet (``causal=True``, ``--shift_direction uni``): every part that reads a later frame
+has a causal counterpart.  ``S`` uses the backward difference ``D-`` only (``C_r`` channels instead
+of ``2·C_r``); the long branch's taps read ``t - d`` and ``t`` (their ``t + d`` weight is unused;
+``'shift'`` taps start with half of each group's channels at ``t - d``, half at ``t``); the clip
+gate pools over the frames seen so far (a cumulative average) instead of the whole clip.  Then
+frame ``t`` depends only on frames ``<= t`` and :meth:`LongShortModule.stream_step` runs the
+module one frame at a time (:mod:`ops.streaming`), keeping the previous smoothed ``Z``, the last
+``d`` inputs of each tap and the running sum of the gate's pooled features.
+
 Design details and the experiments behind these choices: ``docs/lsnet.md``.
 """
 import contextlib
@@ -79,24 +88,29 @@ def _split_clips(x, num_segments):
 
 
 class ShortTermBranch(nn.Module):
-    """S(h) = h * tanh(E(M̄)), from signed adjacent-frame differences.  (N·T, C, H, W) -> same."""
+    """S(h) = h * tanh(E(M̄)), from signed adjacent-frame differences.  (N·T, C, H, W) -> same.
 
-    def __init__(self, channels, num_segments, reduction=16):
+    ``causal``: the backward difference ``D-`` only, so ``M`` has ``C_r`` channels, not ``2·C_r``.
+    """
+
+    def __init__(self, channels, num_segments, reduction=16, causal=False):
         super().__init__()
         self.num_segments = num_segments
+        self.causal = causal
         c_r = reduced_channels(channels, reduction)
+        c_m = c_r if causal else 2 * c_r
         self.reduce = nn.Conv2d(channels, c_r, 1, bias=False)
         self.bn = nn.BatchNorm2d(c_r)
         self.smooth = nn.Conv2d(c_r, c_r, 3, padding=1, groups=c_r, bias=False)
-        self.context = nn.Conv2d(2 * c_r, 2 * c_r, 3, padding=1, groups=2 * c_r, bias=False)
-        self.expand = nn.Conv2d(2 * c_r, channels, 1, bias=False)
+        self.context = nn.Conv2d(c_m, c_m, 3, padding=1, groups=c_m, bias=False)
+        self.expand = nn.Conv2d(c_m, channels, 1, bias=False)
         with torch.no_grad():
             self.smooth.weight.zero_()
             self.smooth.weight[:, :, 1, 1] = 1.0
             self.expand.weight.zero_()
 
     def differences(self, h):
-        """M = [D+, D-] (N·T, 2·C_r, H, W), zero at the clip ends."""
+        """M = [D+, D-] (N·T, 2·C_r, H, W), zero at the clip ends; causal: M = D- (N·T, C_r, H, W)."""
         t = self.num_segments
         n = _split_clips(h, t)
         z = self.bn(self.reduce(h))
@@ -104,20 +118,40 @@ class ShortTermBranch(nn.Module):
         zs = self.smooth(z).view(n, t, c_r, height, width)
         z = z.view(n, t, c_r, height, width)
         edge = z.new_zeros(n, 1, c_r, height, width)
-        d_next = torch.cat((zs[:, 1:] - z[:, :-1], edge), dim=1)
         d_prev = torch.cat((edge, zs[:, :-1] - z[:, 1:]), dim=1)
+        if self.causal:
+            return d_prev.view(n * t, c_r, height, width)
+        d_next = torch.cat((zs[:, 1:] - z[:, :-1], edge), dim=1)
         return torch.cat((d_next, d_prev), dim=2).view(n * t, 2 * c_r, height, width)
 
-    def motion(self, h):
-        """M̄ = M + up(dw3x3(avgpool2(M))) (N·T, 2·C_r, H, W): differences plus pooled context."""
-        m = self.differences(h)
+    def difference_step(self, h, previous, frames_seen):
+        """Causal ``D-`` of one frame ``h`` (N, C, H, W) and the new state.
+
+        ``previous``: the smoothed ``Ẑ`` of the previous frame (N, C_r, H, W), or None at the start;
+        ``frames_seen`` (1,): frames before this one (the difference is zero at the first frame).
+        """
+        z = self.bn(self.reduce(h))
+        zs = self.smooth(z)
+        if previous is None:
+            previous = torch.zeros_like(zs)
+        return (previous - z) * (frames_seen > 0).to(z.dtype), zs
+
+    def add_context(self, m):
+        """M̄ = M + up(dw3x3(avgpool2(M))): differences plus pooled context, same shape as ``m``."""
         ctx = self.context(F.avg_pool2d(m, 2, ceil_mode=True))
         return m + F.interpolate(ctx, size=m.shape[-2:], mode='nearest')
 
-    def excitation(self, h, scale=1.0):
-        """scale·E (N·T, C, H, W); the scale multiplies E's small weight, not the map."""
-        m = self.motion(h)
+    def motion(self, h):
+        """M̄ (N·T, 2·C_r or C_r, H, W)."""
+        return self.add_context(self.differences(h))
+
+    def expand_scaled(self, m, scale=1.0):
+        """scale·E(M̄) (·, C, H, W); the scale multiplies E's small weight, not the map."""
         return self.expand(m) if scale == 1.0 else F.conv2d(m, self.expand.weight * scale)
+
+    def excitation(self, h, scale=1.0):
+        """scale·E (N·T, C, H, W)."""
+        return self.expand_scaled(self.motion(h), scale)
 
     def forward(self, h):
         """S(h) on its own (LongShortModule fuses it as h + S(h) = 2·h·σ(2E))."""
@@ -135,7 +169,7 @@ class LongTermBranch(nn.Module):
     """
 
     def __init__(self, channels, num_segments, reduction=16, groups=4, alpha_gain=None, tap_gain=None,
-                 tap_init=DEFAULT_TAP_INIT):
+                 tap_init=DEFAULT_TAP_INIT, causal=False):
         super().__init__()
         if tap_init not in TAP_INITS:
             raise LSNetError(f'--lsm_tap_init {tap_init!r}: choose from {", ".join(TAP_INITS)}')
@@ -144,6 +178,7 @@ class LongTermBranch(nn.Module):
                              f'block it is applied to')
         self.num_segments = num_segments
         self.groups = groups
+        self.causal = causal
         self.alpha_gain = float(ALPHA_GAIN if alpha_gain is None else alpha_gain)
         self.tap_gain = float(TAP_GAIN if tap_gain is None else tap_gain)
         width = channels // groups
@@ -161,9 +196,10 @@ class LongTermBranch(nn.Module):
             for conv in self.taps:
                 conv.weight.zero_()
                 if tap_init == 'shift':  # stored offsets from the identity: past half, future half
-                    half = width // 2
+                    half = width // 2  # (causal: the second half stays at the identity tap, t)
                     conv.weight[:half, 0, :, 0] = torch.tensor([1.0, -1.0, 0.0]) / self.tap_gain
-                    conv.weight[half:, 0, :, 0] = torch.tensor([0.0, -1.0, 1.0]) / self.tap_gain
+                    if not causal:
+                        conv.weight[half:, 0, :, 0] = torch.tensor([0.0, -1.0, 1.0]) / self.tap_gain
             self.fc2.weight.zero_()
             self.fc2.bias.zero_()
             self.scale.weight.zero_()
@@ -181,14 +217,15 @@ class LongTermBranch(nn.Module):
         """Depthwise temporal conv of x (N, T, Cg, H, W) with :meth:`kernel` of ``conv``, zero padded.
 
         Same result as a (3, 1) conv with that kernel on the (N, Cg, T, H·W) layout, without the two
-        transposed copies.
+        transposed copies.  Causal: the taps ``t - d`` and ``t`` only.
         """
         d = conv.dilation[0]
         w = self.kernel(conv).t().reshape(3, 1, 1, -1, 1, 1)  # (3, 1, 1, Cg, 1, 1)
         out = x * w[1]
         if d < x.shape[1]:  # out is a fresh tensor, so adding the side taps in place is safe
             out[:, d:].addcmul_(x[:, :-d], w[0])
-            out[:, :-d].addcmul_(x[:, d:], w[2])
+            if not self.causal:
+                out[:, :-d].addcmul_(x[:, d:], w[2])
         return out
 
     def group_slices(self):
@@ -206,22 +243,55 @@ class LongTermBranch(nn.Module):
             prev = self._tconv(conv, x[:, :, sl] if prev is None else x[:, :, sl] + prev)
             yield prev
 
+    def cascade_step(self, h, pasts):
+        """One frame: (u1 … ug, each (N, C/groups, H, W), new state) of the causal cascade.
+
+        ``pasts``: per group, the last ``d`` inputs of its tap, oldest first, (N, d, C/groups, H, W)
+        (zeros before the clip: the zero padding), or None at the start.
+        """
+        us, new_pasts, prev = [], [], None
+        for g, (conv, sl) in enumerate(zip(self.taps, self.group_slices())):
+            v = h[:, sl] if prev is None else h[:, sl] + prev
+            d = conv.dilation[0]
+            past = pasts[g] if pasts is not None else v.new_zeros(v.shape[0], d, *v.shape[1:])
+            w = self.kernel(conv).t().reshape(3, 1, -1, 1, 1)  # (3, 1, Cg, 1, 1)
+            prev = torch.addcmul(v * w[1], past[:, 0], w[0])
+            us.append(prev)
+            new_pasts.append(torch.cat((past[:, 1:], v[:, None]), dim=1))
+        return us, new_pasts
+
     def aggregate(self, h):
         """[u1 … ug] as (N, T, C, H, W)."""
         return torch.cat(list(self.cascade(h)), dim=2)
 
-    def clip_gate(self, h):
-        """γ = 2σ(W2 ReLU(W1 GAP_{T,H,W}(h))), (N, C)."""
-        n = _split_clips(h, self.num_segments)
-        pooled = h.view(n, -1, h.shape[1], h.shape[2] * h.shape[3]).mean(dim=(1, 3))
+    def _squeeze_excite(self, pooled):
         return 2.0 * torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))))
 
+    def clip_gate(self, h):
+        """γ = 2σ(W2 ReLU(W1 GAP_{T,H,W}(h))), (N, 1, C); causal: GAP over frames <= t, (N, T, C)."""
+        n = _split_clips(h, self.num_segments)
+        if not self.causal:
+            pooled = h.view(n, -1, h.shape[1], h.shape[2] * h.shape[3]).mean(dim=(1, 3))
+            return self._squeeze_excite(pooled)[:, None]
+        pooled = h.mean(dim=(2, 3)).view(n, -1, h.shape[1])  # per frame, reduced as gate_step does
+        seen = torch.arange(1, pooled.shape[1] + 1, device=h.device, dtype=pooled.dtype).view(1, -1, 1)
+        return self._squeeze_excite(pooled.cumsum(dim=1) / seen)
+
     def gate(self, h):
-        """α * γ, (N, C): the clip gate times the per-channel scale."""
-        return self.clip_gate(h) * self.alpha().view(1, -1)
+        """α * γ, (N, 1, C) or causal (N, T, C): the clip gate times the per-channel scale."""
+        return self.clip_gate(h) * self.alpha().view(1, 1, -1)
+
+    def gate_step(self, h, pooled_sum, frames_seen):
+        """Causal α·γ of one frame ``h`` (N, C, H, W): (gate (N, C), new running sum (N, C)).
+
+        ``pooled_sum``: sum of the spatially pooled frames seen so far (None at the start).
+        """
+        pooled = h.mean(dim=(2, 3))
+        total = pooled if pooled_sum is None else pooled_sum + pooled
+        return self._squeeze_excite(total / (frames_seen + 1)) * self.alpha().view(1, -1), total
 
     def forward(self, h):
-        u = self.aggregate(h) * self.gate(h)[:, None, :, None, None]
+        u = self.aggregate(h) * self.gate(h)[..., None, None]
         return u.view_as(h)
 
 
@@ -231,8 +301,10 @@ class LongShortModule(nn.Module):
     ``branches`` picks which of ``'short'``/``'long'`` are built (for ablations).
     """
 
+    stream = None  # set by ops.streaming.Streamer while it runs the model frame by frame
+
     def __init__(self, channels, num_segments, reduction=16, groups=4, branches=BRANCHES,
-                 tap_init=DEFAULT_TAP_INIT):
+                 tap_init=DEFAULT_TAP_INIT, causal=False):
         super().__init__()
         branches = normalize_branches(branches)
         if reduction < 1:
@@ -240,11 +312,15 @@ class LongShortModule(nn.Module):
         self.channels = channels
         self.num_segments = num_segments
         self.branches = branches
-        self.short = ShortTermBranch(channels, num_segments, reduction) if 'short' in branches else None
-        self.long = (LongTermBranch(channels, num_segments, reduction, groups, tap_init=tap_init)
+        self.causal = causal
+        self.short = (ShortTermBranch(channels, num_segments, reduction, causal=causal)
+                      if 'short' in branches else None)
+        self.long = (LongTermBranch(channels, num_segments, reduction, groups, tap_init=tap_init, causal=causal)
                      if 'long' in branches else None)
 
     def forward(self, h):
+        if self.stream is not None and self.stream.active:
+            return self.stream.run(self, h)
         t = self.num_segments
         if self.short is not None:
             # h + h·tanh(E) == 2·h·σ(2E): one sigmoid instead of tanh + add (tanh is ~6x slower
@@ -257,11 +333,44 @@ class LongShortModule(nn.Module):
             out5 = out.view(-1, t, *out.shape[1:])
             # Accumulate α·γ·u_g into out group by group (no concat of the u_g).
             for sl, u in zip(self.long.group_slices(), self.long.cascade(h)):
-                out5[:, :, sl].addcmul_(u, scale[:, None, sl, None, None])
+                out5[:, :, sl].addcmul_(u, scale[:, :, sl, None, None])
         return out
 
     def extra_repr(self):
-        return f'channels={self.channels}, num_segments={self.num_segments}, branches={self.branches}'
+        return (f'channels={self.channels}, num_segments={self.num_segments}, branches={self.branches}'
+                + (', causal' if self.causal else ''))
+
+    # ------------------------------------------------------------ streaming (causal modules only)
+    @property
+    def state_names(self):
+        """Names of the tensors :meth:`stream_step` keeps between frames, in order."""
+        names = ['short.previous'] if self.short is not None else []
+        if self.long is not None:
+            names += [f'long.past{g}' for g in range(self.long.groups)] + ['long.pooled_sum']
+        return tuple(names)
+
+    def stream_step(self, h, state, frames_seen):
+        """One frame ``h`` (N, C, H, W) of a causal module -> (h', new state); see :attr:`state_names`.
+
+        Same numbers as :meth:`forward` on the whole clip, frame for frame.
+        """
+        state = list(state) if state is not None else None
+        new = []
+        if self.short is not None:
+            d, smoothed = self.short.difference_step(h, state.pop(0) if state else None, frames_seen)
+            e = self.short.expand_scaled(self.short.add_context(d), 2.0)
+            out = torch.mul(h, torch.sigmoid(e)).mul_(2.0)
+            new.append(smoothed)
+        else:
+            out = h.clone()
+        if self.long is not None:
+            pasts = [state.pop(0) for _ in range(self.long.groups)] if state else None
+            scale, total = self.long.gate_step(h, state.pop(0) if state else None, frames_seen)
+            us, new_pasts = self.long.cascade_step(h, pasts)
+            for sl, u in zip(self.long.group_slices(), us):
+                out[:, sl].addcmul_(u, scale[:, sl, None, None])
+            new += new_pasts + [total]
+        return out, tuple(new)
 
 
 def normalize_branches(branches):
@@ -420,7 +529,7 @@ def _shifted_block(module, parents, num_segments):
 
 
 def make_long_short(base_model, arch, num_segments, reduction=16, groups=4, branches=BRANCHES,
-                    short_stages=STAGES, long_stages=STAGES, tap_init=DEFAULT_TAP_INIT):
+                    short_stages=STAGES, long_stages=STAGES, tap_init=DEFAULT_TAP_INIT, causal=False):
     """Replace the blocks TSM shifted by LSM wrappers (``lsm`` added); returns the count.
 
     ResNets (torchvision BasicBlock/Bottleneck, shift place ``blockres`` or ``block``, also inside
@@ -428,7 +537,8 @@ def make_long_short(base_model, arch, num_segments, reduction=16, groups=4, bran
     ``.conv`` whose first layer is shifted and a residual connection): on the residual branch input.
     A block of stage ``k`` (:data:`STAGES`) gets the short branch when ``k`` is in ``short_stages``
     and the long one when it is in ``long_stages``; a block with neither gets no module.
-    ``tap_init``: the long branch's initial temporal kernels (:data:`TAP_INITS`).
+    ``tap_init``: the long branch's initial temporal kernels (:data:`TAP_INITS`); ``causal``: the
+    online module (module docstring), for models with the online shift.
     Each wrapper takes the block's place in its parent (a ``layerK``/``features`` Sequential, or the
     ``.net`` of a shift wrapping the whole block) and adopts its layers, so existing names stay.
     """
@@ -454,7 +564,7 @@ def make_long_short(base_model, arch, num_segments, reduction=16, groups=4, bran
         if not here:
             continue
         segments, channels, wrapper = found
-        lsm = LongShortModule(channels, segments, reduction, groups, here, tap_init)
+        lsm = LongShortModule(channels, segments, reduction, groups, here, tap_init, causal)
         lsm.stage = block_stage.get(id(module))  # for knock-out diagnostics; not saved
         parent, name = parents[id(module)]
         setattr(parent, name, wrapper(module, lsm))
@@ -541,7 +651,7 @@ def branch_responses(lsm, h):
     if lsm.short is not None:
         out['short'] = float(lsm.short(h).norm() / norm)
     if lsm.long is not None:
-        gate = lsm.long.gate(h)[:, None, :, None, None]
+        gate = lsm.long.gate(h)[..., None, None]
         full, ident = lsm.long.aggregate(h) * gate, identity_aggregate(lsm.long, h) * gate
         out['long'] = float(full.norm() / norm)
         out['long_temporal'] = float((full - ident).norm() / norm)

@@ -64,11 +64,13 @@ class TSN(nn.Module):
         cfg = self.cfg
         if cfg.shift:
             make_temporal_shift(self.base_model, cfg.num_segments, shift_div=cfg.shift_div, place=cfg.shift_place,
-                                temporal_pool=cfg.temporal_pool, mode=cfg.shift_mode)
+                                temporal_pool=cfg.temporal_pool, mode=cfg.shift_mode,
+                                direction=cfg.shift_direction)
             if cfg.lsm:
                 from ops.long_short import make_long_short
                 make_long_short(self.base_model, cfg.arch, cfg.num_segments, cfg.lsm_reduction, cfg.lsm_groups,
-                                cfg.lsm_branches, cfg.lsm_short_stages, cfg.lsm_long_stages, cfg.lsm_tap_init)
+                                cfg.lsm_branches, cfg.lsm_short_stages, cfg.lsm_long_stages, cfg.lsm_tap_init,
+                                causal=cfg.causal)
         if cfg.non_local:
             from ops.non_local import make_non_local
             make_non_local(self.base_model, cfg.num_segments, stage_segments(cfg.num_segments, cfg.temporal_pool))
@@ -223,7 +225,8 @@ class TSN(nn.Module):
         x = x.reshape(-1, self.new_length + 1, 3, h, w)
         return (x[:, 1:] - x[:, :-1]).reshape(-1, 3 * self.new_length, h, w)
 
-    def forward(self, x):
+    def frame_logits(self, x):
+        """Per-segment logits before the consensus: ``(N, T', num_class)`` for input as in :meth:`forward`."""
         h, w = x.shape[-2:]
         per_clip = self.num_segments * self.input_channels * h * w
         if x.numel() == 0 or x.numel() % per_clip:
@@ -233,7 +236,10 @@ class TSN(nn.Module):
         if self.modality == 'RGBDiff':
             x = self._get_diff(x)
         out = self.new_fc(self.base_model(x))
-        out = self.consensus(out.view(-1, self.output_segments, out.size(-1)))
+        return out.view(-1, self.output_segments, out.size(-1))
+
+    def forward(self, x):
+        out = self.consensus(self.frame_logits(x))
         return out.squeeze(1) if self.consensus.consensus_type == 'avg' else out
 
 

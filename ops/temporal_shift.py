@@ -3,7 +3,10 @@
 Layout: a batch of ``N`` clips with ``T`` segments each is ``(N*T, C, H, W)``, clip-major.
 With ``fold = C // shift_div``: channels ``[0, fold)`` take the value of frame ``t+1`` ("shift left"),
 channels ``[fold, 2*fold)`` that of frame ``t-1`` ("shift right"), the rest stay; a frame with
-nothing to take gets zeros.
+nothing to take gets zeros.  The online (causal) shift, ``direction='uni'``, moves only channels
+``[0, fold)``, from frame ``t-1`` (zero at the first frame), so frame ``t`` never reads a later
+frame and the model can run one frame at a time (:mod:`ops.streaming`): each shift then keeps the
+moving channels of its previous input as its state.
 
 One shift (:func:`shift_tensor`: five ATen slice operations that write each output element once,
 in any dtype, device and memory format) used three ways, all bit-identical to the plain formula
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SHIFT_MODES = ('fast', 'lean')
 SHIFT_PLACES = ('block', 'blockres')
+SHIFT_DIRECTIONS = ('bi', 'uni')
 
 
 def shift_slicing(x, num_segments, shift_div=8):
@@ -45,8 +49,23 @@ def shift_slicing(x, num_segments, shift_div=8):
     return out.view(nt, c, h, w)
 
 
-def _slice_copies(src, dst, fold, direction):
+def moving_channels(fold, uni):
+    """Channels a shift moves: ``fold`` (online, one way) or ``2*fold`` (both ways)."""
+    return fold if uni else 2 * fold
+
+
+def _slice_copies(src, dst, fold, direction, uni=False):
     """Fill ``dst`` (N, T, C, H, W) with ``src`` shifted (see :func:`shift_tensor`), each element once."""
+    if uni:
+        if fold > 0:
+            if direction > 0:  # out[t] = x[t-1], zero at the first frame
+                dst[:, 1:, :fold] = src[:, :-1, :fold]
+                dst[:, :1, :fold] = 0
+            else:  # the adjoint: out[t] = x[t+1], zero at the last frame
+                dst[:, :-1, :fold] = src[:, 1:, :fold]
+                dst[:, -1:, :fold] = 0
+        dst[:, :, fold:] = src[:, :, fold:]
+        return
     if fold > 0:
         a, b = slice(0, fold), slice(fold, 2 * fold)
         first, second = (a, b) if direction > 0 else (b, a)
@@ -65,16 +84,17 @@ def _check_shape(x, num_segments):
                          .format(num_segments, tuple(x.shape)))
 
 
-def shift_tensor(x, num_segments, fold, direction=1):
+def shift_tensor(x, num_segments, fold, direction=1, uni=False):
     """Non-differentiable shift of ``(N*T, C, H, W)`` into a fresh tensor of the same memory format.
 
-    ``direction=+1`` is the forward shift (first fold takes t+1, second fold takes t-1);
-    ``direction=-1`` the opposite one, its adjoint (used for gradients).
+    ``direction=+1`` is the forward shift (bidirectional: first fold takes t+1, second fold takes
+    t-1; ``uni``: first fold takes t-1); ``direction=-1`` the opposite one, its adjoint (used for
+    gradients).
     """
     out = torch.empty_like(x)
     nt, c, h, w = x.shape
     shape5 = (nt // num_segments, num_segments, c, h, w)
-    _slice_copies(x.view(shape5), out.view(shape5), fold, direction)
+    _slice_copies(x.view(shape5), out.view(shape5), fold, direction, uni)
     return out
 
 
@@ -82,47 +102,47 @@ class ShiftFunction(torch.autograd.Function):
     """Temporal shift as one autograd node; backward is the opposite shift."""
 
     @staticmethod
-    def forward(ctx, x, num_segments, fold):
-        ctx.num_segments, ctx.fold = num_segments, fold
-        return shift_tensor(x, num_segments, fold, 1)
+    def forward(ctx, x, num_segments, fold, uni=False):
+        ctx.num_segments, ctx.fold, ctx.uni = num_segments, fold, uni
+        return shift_tensor(x, num_segments, fold, 1, uni)
 
     @staticmethod
     def backward(ctx, grad_out):
         if not torch.is_grad_enabled():  # the usual first-order backward: no node to record
-            return shift_tensor(grad_out, ctx.num_segments, ctx.fold, -1), None, None
+            return shift_tensor(grad_out, ctx.num_segments, ctx.fold, -1, ctx.uni), None, None, None
         # the opposite shift is itself linear, so this backward is differentiable again
-        return ShiftBackFunction.apply(grad_out, ctx.num_segments, ctx.fold), None, None
+        return ShiftBackFunction.apply(grad_out, ctx.num_segments, ctx.fold, ctx.uni), None, None, None
 
 
 class ShiftBackFunction(torch.autograd.Function):
     """The opposite shift (adjoint of :class:`ShiftFunction`)."""
 
     @staticmethod
-    def forward(ctx, g, num_segments, fold):
-        ctx.num_segments, ctx.fold = num_segments, fold
-        return shift_tensor(g, num_segments, fold, -1)
+    def forward(ctx, g, num_segments, fold, uni=False):
+        ctx.num_segments, ctx.fold, ctx.uni = num_segments, fold, uni
+        return shift_tensor(g, num_segments, fold, -1, uni)
 
     @staticmethod
     def backward(ctx, grad_out):
-        return ShiftFunction.apply(grad_out, ctx.num_segments, ctx.fold), None, None
+        return ShiftFunction.apply(grad_out, ctx.num_segments, ctx.fold, ctx.uni), None, None, None
 
 
-def temporal_shift(x, num_segments, shift_div=8):
+def temporal_shift(x, num_segments, shift_div=8, uni=False):
     """Differentiable fast shift of ``(N*T, C, H, W)``; same values as :func:`shift_slicing`."""
     _check_shape(x, num_segments)
-    return ShiftFunction.apply(x, num_segments, x.size(1) // shift_div)
+    return ShiftFunction.apply(x, num_segments, x.size(1) // shift_div, uni)
 
 
 class ShiftConv2dFunction(torch.autograd.Function):
     """``conv2d(shift(x))`` that saves only ``x`` (not the shifted copy) for backward."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, num_segments, fold, stride, padding, dilation, groups):
-        shifted = shift_tensor(x, num_segments, fold, 1)
+    def forward(ctx, x, weight, bias, num_segments, fold, stride, padding, dilation, groups, uni=False):
+        shifted = shift_tensor(x, num_segments, fold, 1, uni)
         out = F.conv2d(shifted, weight, bias, stride, padding, dilation, groups)
         del shifted
         ctx.save_for_backward(x, weight)
-        ctx.conf = (num_segments, fold, stride, padding, dilation, groups)
+        ctx.conf = (num_segments, fold, stride, padding, dilation, groups, uni)
         ctx.bias_shape = None if bias is None else list(bias.shape)
         return out
 
@@ -130,35 +150,36 @@ class ShiftConv2dFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
-        num_segments, fold, stride, padding, dilation, groups = ctx.conf
+        num_segments, fold, stride, padding, dilation, groups, uni = ctx.conf
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        shifted = shift_tensor(x, num_segments, fold, 1)
+        shifted = shift_tensor(x, num_segments, fold, 1, uni)
         gx, gw, gb = torch.ops.aten.convolution_backward(
             grad_out, shifted, weight, ctx.bias_shape, stride, padding, dilation, False, [0, 0],
             groups, [need_x, need_w, need_b and ctx.bias_shape is not None])
         del shifted
         if need_x:
-            gx = shift_tensor(gx, num_segments, fold, -1)
+            gx = shift_tensor(gx, num_segments, fold, -1, uni)
         return (gx if need_x else None, gw if need_w else None, gb if need_b else None,
-                None, None, None, None, None, None)
+                None, None, None, None, None, None, None)
 
 
 @contextlib.contextmanager
-def shifted_in_place(x, num_segments, fold):
+def shifted_in_place(x, num_segments, fold, uni=False):
     """Temporarily shift ``x`` (N*T, C, H, W) in place; restore it bit for bit on exit.
 
-    Only the ``2*fold`` moving channels are copied aside (a quarter of the tensor for shift_div 8),
-    instead of allocating and writing a whole shifted tensor. Only valid when nothing records a
-    graph (the input's version changes twice) and nobody else reads ``x`` meanwhile.
+    Only the moving channels are copied aside (a quarter of the tensor for shift_div 8, an eighth
+    online), instead of allocating and writing a whole shifted tensor. Only valid when nothing
+    records a graph (the input's version changes twice) and nobody else reads ``x`` meanwhile.
     """
     nt, c, h, w = x.shape
     x5 = x.view(nt // num_segments, num_segments, c, h, w)
-    moving = x5[:, :, :2 * fold].clone()
-    _slice_copies(moving, x5[:, :, :2 * fold], fold, 1)
+    k = moving_channels(fold, uni)
+    moving = x5[:, :, :k].clone()
+    _slice_copies(moving, x5[:, :, :k], fold, 1, uni)
     try:
         yield x
     finally:
-        x5[:, :, :2 * fold] = moving
+        x5[:, :, :k] = moving
 
 
 def _in_place_applicable(x):
@@ -181,31 +202,67 @@ class TemporalShift(nn.Module):
     ``mode='lean'`` fuses the shift with ``net`` when ``net`` is a plain ``nn.Conv2d`` and a graph
     is being recorded; otherwise it behaves as ``'fast'``. When no graph is recorded (inference),
     both shift the input in place around the call to ``net`` and restore it. All give the same numbers.
+    ``direction='uni'`` is the online shift; such a module can also run one frame at a time
+    (:meth:`stream_step`, driven by :class:`ops.streaming.Streamer`).
     """
+    stream = None  # set by ops.streaming.Streamer while it runs the model frame by frame
 
-    def __init__(self, net, num_segments=3, shift_div=8, mode='fast'):
+    def __init__(self, net, num_segments=3, shift_div=8, mode='fast', direction='bi'):
         super().__init__()
         if mode not in SHIFT_MODES:
             raise LSNetError('unknown shift mode {!r} (choose from {})'.format(mode, ', '.join(SHIFT_MODES)))
+        if direction not in SHIFT_DIRECTIONS:
+            raise LSNetError('--shift_direction {!r}: choose from {}'.format(direction, ', '.join(SHIFT_DIRECTIONS)))
         self.net = net
         self.num_segments = num_segments
         self.shift_div = shift_div
         self.mode = mode
+        self.direction = direction
+
+    @property
+    def causal(self):
+        return self.direction == 'uni'
 
     def extra_repr(self):
-        return 'num_segments={}, shift_div={}, mode={}'.format(self.num_segments, self.shift_div, self.mode)
+        return 'num_segments={}, shift_div={}, mode={}, direction={}'.format(
+            self.num_segments, self.shift_div, self.mode, self.direction)
 
     def forward(self, x):
+        if self.stream is not None and self.stream.active:
+            return self.stream.run(self, x)
         _check_shape(x, self.num_segments)
         fold = x.size(1) // self.shift_div
+        uni = self.causal
         if fold > 0 and _in_place_applicable(x):
-            with shifted_in_place(x, self.num_segments, fold):
+            with shifted_in_place(x, self.num_segments, fold, uni):
                 return self.net(x)
         if (self.mode == 'lean' and torch.is_grad_enabled() and _lean_applicable(self.net)):
             conv = self.net
             return ShiftConv2dFunction.apply(x, conv.weight, conv.bias, self.num_segments, fold,
-                                             conv.stride, conv.padding, conv.dilation, conv.groups)
-        return self.net(ShiftFunction.apply(x, self.num_segments, fold))
+                                             conv.stride, conv.padding, conv.dilation, conv.groups, uni)
+        return self.net(ShiftFunction.apply(x, self.num_segments, fold, uni))
+
+    # ------------------------------------------------------------ streaming (online shift only)
+    state_names = ('previous',)
+
+    def stream_step(self, x, state, frames_seen):
+        """One frame ``x`` (N, C, H, W) -> (``net`` output, new state).
+
+        State: ``previous``, the moving channels of the previous frame's input (N, C/shift_div, H, W),
+        zeros before the first frame.  ``frames_seen`` is not needed (zeros already start the clip).
+        """
+        fold = x.size(1) // self.shift_div
+        previous = state[0] if state is not None else x.new_zeros(x.size(0), fold, *x.shape[2:])
+        current = x[:, :fold].clone()
+        if fold > 0 and _in_place_applicable(x):
+            x[:, :fold] = previous
+            try:
+                out = self.net(x)
+            finally:
+                x[:, :fold] = current
+        else:
+            out = self.net(torch.cat((previous, x[:, fold:]), dim=1))
+        return out, (current,)
 
 
 class TemporalPool(nn.Module):
@@ -245,13 +302,15 @@ def is_resnet(net):
     return isinstance(net, torchvision.models.ResNet)
 
 
-def make_temporal_shift(net, num_segments, shift_div=8, place='blockres', temporal_pool=False, mode='fast'):
+def make_temporal_shift(net, num_segments, shift_div=8, place='blockres', temporal_pool=False, mode='fast',
+                        direction='bi'):
     """Insert :class:`TemporalShift` into a torchvision ResNet or our MobileNetV2, in place.
 
     ResNet ``block`` wraps whole residual blocks, ``blockres`` wraps ``conv1`` of each residual
     branch (every second block when layer3 has >= 23 blocks, as the official ResNet-101 models).
     MobileNetV2 ``blockres`` wraps the first conv of each expanding block with a residual
-    connection. Returns the number of shifted modules.
+    connection. ``direction``: ``'bi'`` (offline) or ``'uni'`` (online, causal). Returns the number
+    of shifted modules.
     """
     from archs.mobilenet_v2 import MobileNetV2, InvertedResidual
     if place not in SHIFT_PLACES:
@@ -263,10 +322,10 @@ def make_temporal_shift(net, num_segments, shift_div=8, place='blockres', tempor
         for stage_idx, stage in enumerate(_resnet_stages(net)):
             for i, block in enumerate(stage):
                 if place == 'block':
-                    stage[i] = TemporalShift(block, segments[stage_idx], shift_div, mode)
+                    stage[i] = TemporalShift(block, segments[stage_idx], shift_div, mode, direction)
                     count += 1
                 elif i % n_round == 0:
-                    block.conv1 = TemporalShift(block.conv1, segments[stage_idx], shift_div, mode)
+                    block.conv1 = TemporalShift(block.conv1, segments[stage_idx], shift_div, mode, direction)
                     count += 1
     elif isinstance(net, MobileNetV2):
         if place != 'blockres':
@@ -275,11 +334,12 @@ def make_temporal_shift(net, num_segments, shift_div=8, place='blockres', tempor
             raise LSNetError('--temporal_pool is only supported for ResNet backbones')
         for m in net.modules():
             if isinstance(m, InvertedResidual) and len(m.conv) == 8 and m.use_res_connect:
-                m.conv[0] = TemporalShift(m.conv[0], num_segments, shift_div, mode)
+                m.conv[0] = TemporalShift(m.conv[0], num_segments, shift_div, mode, direction)
                 count += 1
     else:
         raise LSNetError('temporal shift is not supported for backbone {}'.format(type(net).__name__))
-    log.info('inserted %d temporal shifts (place=%s, shift_div=%d, mode=%s)', count, place, shift_div, mode)
+    log.info('inserted %d temporal shifts (place=%s, shift_div=%d, mode=%s, direction=%s)',
+             count, place, shift_div, mode, direction)
     return count
 
 

@@ -35,6 +35,9 @@ KINDS = {
     'TSM-MobileNetV2': ('RGB', ['--arch', 'mobilenetv2', '--shift']),
     'LSNet': ('RGB', ['--shift', '--lsm']),
     'LSNet-MobileNetV2': ('RGB', ['--arch', 'mobilenetv2', '--shift', '--lsm']),
+    'TSM-uni': ('RGB', ['--shift', '--shift_direction', 'uni']),
+    'LSNet-uni': ('RGB', ['--shift', '--lsm', '--shift_direction', 'uni']),
+    'LSNet-uni-MobileNetV2': ('RGB', ['--arch', 'mobilenetv2', '--shift', '--lsm', '--shift_direction', 'uni']),
     'TSM-Flow': ('Flow', ['--shift']),
     'TSM-RGBDiff': ('RGBDiff', ['--shift']),
 }
@@ -224,7 +227,11 @@ def test_export(kind, trained, tmp_path, capsys):
     (['--arch', 'mobilenetv2', '--shift', '--shift_place', 'block'], ['--shift_place', 'mobilenetv2']),
     (['--lsm'], ['--lsm', '--shift']),
     (['--shift', '--temporal_pool', '--num_segments', '3'], ['--temporal_pool', '--num_segments']),
-], ids=['nl-mobilenetv2', 'tpool-mobilenetv2', 'block-mobilenetv2', 'lsm-without-shift', 'tpool-odd-segments'])
+    (['--shift', '--shift_direction', 'uni', '--non_local'], ['--shift_direction uni', '--non_local']),
+    (['--shift', '--shift_direction', 'uni', '--temporal_pool'], ['--shift_direction uni', '--temporal_pool']),
+    (['--shift_direction', 'uni'], ['--shift_direction uni', '--shift']),
+], ids=['nl-mobilenetv2', 'tpool-mobilenetv2', 'block-mobilenetv2', 'lsm-without-shift', 'tpool-odd-segments',
+        'uni-nl', 'uni-tpool', 'uni-without-shift'])
 def test_unsupported_combination_is_one_line_error(flags, names, data, tmp_path, capsys):
     argv = train_argv('TSN', data, str(tmp_path)) + flags
     assert train_main.main(argv) == 2

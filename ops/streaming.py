@@ -1,0 +1,211 @@
+"""Online recognition: run a causal TSM / LSNet (``--shift_direction uni``) one frame at a time.
+
+An online model's frame ``t`` reads only frames ``<= t``, so instead of re-running a clip for every
+new frame, each temporal module keeps what it will need from the past as a small state tensor:
+
+- a shift (:class:`ops.temporal_shift.TemporalShift`) the moving channels of its previous input,
+  ``(N, C/shift_div, H, W)``;
+- an LSM (:class:`ops.long_short.LongShortModule`) the previous smoothed ``Z`` of its short branch
+  ``(N, C_r, H, W)``, the last ``d`` inputs of each long-branch tap ``(N, d, C/groups, H, W)`` and the
+  running sum of its gate's pooled features ``(N, C)``.
+
+:class:`Streamer` finds these modules in any model (ResNet or MobileNetV2, any place and
+stage), so nothing is written per backbone: ``logits, state = streamer.step(frame, state)`` with a
+normalised frame ``(N, C, H, W)`` gives that frame's logits ``(N, num_class)``, the same numbers as the
+offline model's per-frame logits on the whole clip (:func:`offline_frame_logits`).  The state is a
+flat tuple of tensors (names: :meth:`Streamer.state_names`), ``None`` to start a new video;
+``Streamer.forward(frame, *state)`` is the same step in a form ``torch.export`` and ONNX accept.
+
+:class:`OnlineRecognizer` adds what a live system needs on top: a frame stride and a window of
+recent per-frame scores whose mean is the prediction.
+"""
+import collections
+import contextlib
+import logging
+
+import torch
+import torch.nn as nn
+
+from ops.errors import LSNetError
+
+log = logging.getLogger(__name__)
+
+
+def _is_stream_unit(module):
+    """Modules that keep state between frames: causal shifts and causal long-short modules."""
+    return callable(getattr(module, 'stream_step', None)) and getattr(module, 'causal', False)
+
+
+class StreamContext:
+    """What the stream units read and write during one :meth:`Streamer.step` (active only then)."""
+
+    def __init__(self, units):
+        self.slots = {id(m): i for i, m in enumerate(units)}
+        self.active = False
+        self.inputs = None       # per unit: tuple of tensors, or None at the start of a video
+        self.outputs = None
+        self.frames_seen = None  # (1,) float: frames of this video before the current one
+
+    def run(self, module, x):
+        i = self.slots[id(module)]
+        y, new = module.stream_step(x, None if self.inputs is None else self.inputs[i], self.frames_seen)
+        self.outputs[i] = new
+        return y
+
+
+class Streamer(nn.Module):
+    """A causal :class:`ops.models.TSN` as a step function over single frames.
+
+    ``step(frame, state=None) -> (logits, state)``: ``frame`` (N, C, H, W) normalised like the
+    training input, ``logits`` (N, num_class) of that frame (average them over a clip to get the
+    offline clip score).  The model is put in eval mode; it must have been built with
+    ``shift_direction='uni'`` and no non-local block or temporal pool.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        cfg = getattr(model, 'cfg', None)
+        if cfg is None or not getattr(cfg, 'causal', False):
+            raise LSNetError('online recognition needs an online model (trained with --shift --shift_direction uni); '
+                             'this one reads future frames')
+        if cfg.modality != 'RGB':
+            raise LSNetError('online recognition supports RGB models (this one is {})'.format(cfg.modality))
+        self.model = model.eval()
+        self.units = [m for m in model.modules() if _is_stream_unit(m)]
+        if not self.units:
+            raise LSNetError('online recognition: no causal temporal module found in the model')
+        names = {id(m): n for n, m in model.named_modules()}
+        self._unit_names = [names[id(m)] for m in self.units]
+        self._sizes = [len(m.state_names) for m in self.units]
+        self.context = StreamContext(self.units)
+        for m in self.units:
+            m.stream = self.context
+
+    def state_names(self):
+        """Names of the state tensors, in order: ``frames_seen`` then ``<module path>.<buffer>``."""
+        return ['frames_seen'] + ['{}.{}'.format(n, s) for n, m in zip(self._unit_names, self.units)
+                                  for s in m.state_names]
+
+    def _unflatten(self, flat):
+        out, i = [], 0
+        for k in self._sizes:
+            out.append(tuple(flat[i:i + k]))
+            i += k
+        return out
+
+    def step(self, frame, state=None):
+        """Logits ``(N, num_class)`` of one frame and the state after it (``state=None``: a new video)."""
+        if frame.dim() != 4:
+            raise ValueError('a streamed frame is (N, C, H, W), got shape {}'.format(tuple(frame.shape)))
+        ctx = self.context
+        if state is None:
+            ctx.inputs, ctx.frames_seen = None, frame.new_zeros(1)
+        else:
+            ctx.inputs, ctx.frames_seen = self._unflatten(state[1:]), state[0]
+        ctx.outputs = [None] * len(self.units)
+        ctx.active = True
+        try:
+            logits = self.model.new_fc(self.model.base_model(frame))
+        finally:
+            ctx.active = False
+        flat = [ctx.frames_seen + 1]
+        for new in ctx.outputs:
+            flat.extend(new)
+        ctx.inputs = ctx.outputs = None
+        return logits, tuple(flat)
+
+    def forward(self, frame, *state):
+        """``(logits, *state)`` from ``(frame, *state)``: :meth:`step` with the state spread out (for export)."""
+        logits, new = self.step(frame, state if state else None)
+        return (logits,) + new
+
+    def initial_state(self, frame):
+        """The state before a video's first frame, as concrete zero tensors shaped for ``frame``."""
+        with torch.no_grad():
+            _, state = self.step(frame)
+        return tuple(torch.zeros_like(s) for s in state)
+
+    def state_shapes(self, frame):
+        """``{name: shape}`` of the state for frames shaped like ``frame``."""
+        return {n: tuple(s.shape) for n, s in zip(self.state_names(), self.initial_state(frame))}
+
+    def close(self):
+        """Detach from the model's modules (they run offline as before; they do anyway between steps)."""
+        for m in self.units:
+            m.stream = None
+
+
+@contextlib.contextmanager
+def clip_segments(model, num_segments):
+    """Run ``model`` on clips of ``num_segments`` frames (the modules' structure is kept: an LSM's
+    dilations stay those it was built with), restoring the trained number on exit."""
+    saved = [(m, m.num_segments) for m in model.modules() if isinstance(getattr(m, 'num_segments', None), int)]
+    try:
+        for m, _ in saved:
+            m.num_segments = num_segments
+        yield model
+    finally:
+        for m, t in saved:
+            m.num_segments = t
+
+
+@torch.no_grad()
+def offline_frame_logits(model, clip):
+    """Per-frame logits ``(N, T, num_class)`` of ``model`` on whole clips ``(N, T, C, H, W)`` of any length."""
+    with clip_segments(model, clip.shape[1]):
+        return model.frame_logits(clip)
+
+
+def export_step(streamer, frame):
+    """``torch.export`` program of ``streamer.forward(frame, *state)`` (state in and out), for deployment."""
+    state = streamer.initial_state(frame)
+    return torch.export.export(streamer, (frame,) + state, strict=False)
+
+
+class OnlineRecognizer:
+    """Frame-by-frame recognition of one stream: stride, state and a smoothing window.
+
+    ``update(frame)`` takes every frame of the source (normalised, (C, H, W) or (1, C, H, W)); every
+    ``stride``-th one goes through the model.  Returns the smoothed class scores ``(num_class,)``
+    (softmax averaged over the last ``window`` processed frames) after a processed frame, or None for
+    a skipped one.  :meth:`reset` starts a new video.
+    """
+
+    def __init__(self, model, stride=1, window=None):
+        if stride < 1:
+            raise LSNetError('--stride must be at least 1 (got {})'.format(stride))
+        self.streamer = model if isinstance(model, Streamer) else Streamer(model)
+        self.stride = int(stride)
+        self.window = int(window or self.streamer.model.num_segments)
+        if self.window < 1:
+            raise LSNetError('--window must be at least 1 (got {})'.format(window))
+        self.reset()
+
+    def reset(self):
+        self.state = None
+        self.recent = collections.deque(maxlen=self.window)
+        self.frame_index = 0
+        self.processed = 0
+
+    @torch.no_grad()
+    def update(self, frame):
+        index = self.frame_index
+        self.frame_index += 1
+        if index % self.stride:
+            return None
+        if frame.dim() == 3:
+            frame = frame.unsqueeze(0)
+        logits, self.state = self.streamer.step(frame, self.state)
+        self.processed += 1
+        self.recent.append(torch.softmax(logits.float(), dim=1)[0])
+        return torch.stack(tuple(self.recent)).mean(dim=0)
+
+
+def default_stride(ckpt):
+    """Frame stride that matches a checkpoint's training sampling: the mean segment length of its
+    training videos when stored (``ckpt['frames_per_segment']``), else 1."""
+    value = ckpt.get('frames_per_segment') if isinstance(ckpt, dict) else None
+    try:
+        return max(1, int(round(float(value)))) if value else 1
+    except (TypeError, ValueError):
+        return 1
