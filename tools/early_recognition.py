@@ -272,7 +272,7 @@ def plot(models, path, num_class, num_videos):
             ax.plot(PERCENTS, m['acc'], '--', color=color, marker='s', markersize=3,
                     label='{} (offline, seen part as segments)'.format(m['name']))
             ax.axhline(m['acc'][-1], color=color, linestyle=':', linewidth=1,
-                       label='{} offline, whole video: {:.1f} %'.format(m['name'], m['acc'][-1]))
+                       label='{}, whole video: {:.1f} %'.format(m['name'], m['acc'][-1]))
         else:
             ax.plot(PERCENTS, m['acc'], '-', color=color, marker='o', markersize=4,
                     label='{} ({})'.format(m['name'], KIND_LABELS[m['kind']]))
