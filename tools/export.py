@@ -8,6 +8,14 @@ installed); without it the ONNX step is skipped with a message.
 
     python tools/export.py checkpoints/.../ckpt.best.pth.tar --out model.pt2 --onnx model.onnx
 
+``--online`` exports an online checkpoint (``--shift_direction uni``) as its step function instead
+(:func:`ops.streaming.export_step`): inputs ``(frame (N, C, H, W), *state)``, outputs ``(logits
+(N, num_class), *state)``, the state starting as zeros (``Streamer.initial_state``).  It prints the
+state's names and shapes, and checks the reloaded program (and ONNX when available) against the eager
+step over ``--frames`` consecutive frames, carrying the state from frame to frame.
+
+    python tools/export.py checkpoints/.../ckpt.best.pth.tar --online --out step.pt2
+
 Exit status: 0 on success, 1 when an exported model does not match the eager one, 2 on a usage
 error.
 """
@@ -67,6 +75,92 @@ def export_onnx(model, x, path):
     return 'written %s' % path, diff
 
 
+def example_frame(model, batch_size=1, seed=0):
+    """Random frame ``(N, C, H, W)`` for a streamed ``model`` (fixed seed)."""
+    g = torch.Generator().manual_seed(seed)
+    size = model.crop_size
+    return torch.randn(batch_size, model.input_channels, size, size, generator=g)
+
+
+def export_onnx_step(streamer, frame, state, names, path):
+    """Write the step function as ONNX to ``path``; returns ``(status text, run(frame, *state) or None)``."""
+    if importlib.util.find_spec('onnx') is None:
+        return 'skipped: the onnx package is not installed (pip install onnx onnxscript)', None
+    inputs = ['frame'] + ['state.' + n for n in names]
+    outputs = ['logits'] + ['new_state.' + n for n in names]
+    with torch.no_grad():
+        torch.onnx.export(streamer, (frame,) + tuple(state), path, input_names=inputs, output_names=outputs)
+    import onnx
+    onnx.checker.check_model(onnx.load(path))
+    if importlib.util.find_spec('onnxruntime') is None:
+        return 'written %s (checked with onnx.checker; onnxruntime not installed, outputs not compared)' % path, None
+    import onnxruntime
+    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    fed = [i.name for i in session.get_inputs()]  # inputs the graph does not read may be pruned
+
+    def run(x, *s):
+        feeds = {n: t.numpy() for n, t in zip(inputs, (x,) + tuple(s)) if n in fed}
+        return tuple(torch.from_numpy(o) for o in session.run(None, feeds))
+    return 'written %s' % path, run
+
+
+def run_online(args):
+    """``--online``: export the step function of an online checkpoint, reload it and compare it with the
+    eager step over ``--frames`` frames; returns the exit status."""
+    from ops.streaming import Streamer, export_step
+    if args.dynamic_batch:
+        raise LSNetError('--dynamic_batch is not supported with --online (the state tensors carry the batch size)')
+    if args.frames < 1:
+        raise LSNetError('--frames must be >= 1, got %d' % args.frames)
+    model, _, _ = load_model(args.checkpoint, 'cpu')
+    try:
+        streamer = Streamer(model)
+    except LSNetError as exc:
+        raise LSNetError('%s: %s' % (args.checkpoint, exc)) from None
+    frames = [example_frame(model, args.batch_size, seed=i) for i in range(args.frames)]
+    names = streamer.state_names()
+    state = streamer.initial_state(frames[0])
+    print('state: %d tensors, %d values per stream' % (len(names), sum(s.numel() for s in state) // args.batch_size))
+    for name, s in zip(names, state):
+        print('  %-48s %s' % (name, tuple(s.shape)))
+    with torch.no_grad():
+        program = export_step(streamer, frames[0])
+    out = args.out or _stem(args.checkpoint) + '.online.pt2'
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    torch.export.save(program, out)
+    exported = torch.export.load(out).module()
+    onnx_path = args.onnx or _stem(args.checkpoint) + '.online.onnx'
+    status, onnx_run = ('skipped (--no_onnx)', None) if args.no_onnx else export_onnx_step(
+        streamer, frames[0], state, names, onnx_path)
+    diffs = {'torch.export': [], 'onnx': []}
+    eager_state, states = None, {'torch.export': state, 'onnx': state}
+    runners = {'torch.export': exported, 'onnx': onnx_run}
+    for frame in frames:
+        with torch.no_grad():
+            eager, eager_state = streamer.step(frame, eager_state)
+        for kind, fn in runners.items():
+            if fn is None:
+                continue
+            with torch.no_grad():
+                result = fn(frame, *states[kind])
+            logits, states[kind] = result[0], tuple(result[1:])
+            state_diff = max(max_abs_diff(a, b) for a, b in zip(states[kind], eager_state))
+            diffs[kind].append(max(max_abs_diff(logits, eager), state_diff))
+    ok = True
+    for kind in ('torch.export', 'onnx'):
+        if not diffs[kind]:
+            continue
+        diff = max(diffs[kind])
+        ok = ok and diff <= args.atol
+        where = out if kind == 'torch.export' else status
+        print('%s: %s  step (frame %s, %d state tensors) -> (logits %s, state) over %d frames  max_abs_diff=%.3g '
+              '(%s, atol %g)' % (kind, where, tuple(frames[0].shape), len(names), tuple(eager.shape), len(frames),
+                                 diff, _verdict(diff, args.atol), args.atol))
+    if onnx_run is None:
+        print('onnx: %s' % status)
+    return 0 if ok else 1
+
+
 def build_parser():
     p = argparse.ArgumentParser(description='Export a checkpoint to torch.export (and ONNX).')
     p.add_argument('checkpoint')
@@ -76,6 +170,10 @@ def build_parser():
     p.add_argument('--batch_size', type=int, default=1, help='clips in the example input')
     p.add_argument('--dynamic_batch', action='store_true', help='export with a symbolic batch size')
     p.add_argument('--atol', type=float, default=1e-4, help='largest allowed |exported - eager|')
+    p.add_argument('--online', action='store_true',
+                   help='export the frame-by-frame step of an online checkpoint (--shift_direction uni), state in '
+                        'and out (default file: <checkpoint stem>.online.pt2)')
+    p.add_argument('--frames', type=int, default=4, help='--online: frames streamed through both models')
     return p
 
 
@@ -95,6 +193,8 @@ def run(args):
     """Export and verify; returns the exit status."""
     if args.batch_size < 1:
         raise LSNetError('--batch_size must be >= 1, got %d' % args.batch_size)
+    if args.online:
+        return run_online(args)
     model, _, _ = load_model(args.checkpoint, 'cpu')
     # A symbolic batch needs an example batch of at least 2 (torch.export specialises sizes 0 and 1).
     x = example_input(model, max(2, args.batch_size) if args.dynamic_batch else args.batch_size)
