@@ -53,27 +53,31 @@ class StreamContext:
         return y
 
 
+def reads_future(cfg):
+    """True when frame ``t`` of the model ``cfg`` describes depends on later frames: a bidirectional
+    shift, a non-local block or a temporal pool.  TSN (no temporal module) and online models do not."""
+    return (cfg.shift and not cfg.causal) or cfg.non_local or cfg.temporal_pool
+
+
 class Streamer(nn.Module):
     """A causal :class:`ops.models.TSN` as a step function over single frames.
 
     ``step(frame, state=None) -> (logits, state)``: ``frame`` (N, C, H, W) normalised like the
     training input, ``logits`` (N, num_class) of that frame (average them over a clip to get the
-    offline clip score).  The model is put in eval mode; it must have been built with
-    ``shift_direction='uni'`` and no non-local block or temporal pool.
+    offline clip score).  The model is put in eval mode; it must not read future frames: an online
+    model (``shift_direction='uni'``) or a plain TSN (whose only state is the frame counter).
     """
 
     def __init__(self, model):
         super().__init__()
         cfg = getattr(model, 'cfg', None)
-        if cfg is None or not getattr(cfg, 'causal', False):
+        if cfg is None or reads_future(cfg):
             raise LSNetError('online recognition needs an online model (trained with --shift --shift_direction uni); '
                              'this one reads future frames')
         if cfg.modality != 'RGB':
             raise LSNetError('online recognition supports RGB models (this one is {})'.format(cfg.modality))
         self.model = model.eval()
         self.units = [m for m in model.modules() if _is_stream_unit(m)]
-        if not self.units:
-            raise LSNetError('online recognition: no causal temporal module found in the model')
         names = {id(m): n for n, m in model.named_modules()}
         self._unit_names = [names[id(m)] for m in self.units]
         self._sizes = [len(m.state_names) for m in self.units]
@@ -120,10 +124,11 @@ class Streamer(nn.Module):
         return (logits,) + new
 
     def initial_state(self, frame):
-        """The state before a video's first frame, as concrete zero tensors shaped for ``frame``."""
+        """The state before a video's first frame, as concrete zero tensors shaped for ``frame``
+        (standard strides, so a compiled or exported step sees one layout from the first frame on)."""
         with torch.no_grad():
             _, state = self.step(frame)
-        return tuple(torch.zeros_like(s) for s in state)
+        return tuple(torch.zeros(s.shape, dtype=s.dtype, device=s.device) for s in state)
 
     def state_shapes(self, frame):
         """``{name: shape}`` of the state for frames shaped like ``frame``."""
@@ -168,13 +173,15 @@ class OnlineRecognizer:
     ``update(frame)`` takes every frame of the source (normalised, (C, H, W) or (1, C, H, W)); every
     ``stride``-th one goes through the model.  Returns the smoothed class scores ``(num_class,)``
     (softmax averaged over the last ``window`` processed frames) after a processed frame, or None for
-    a skipped one.  :meth:`reset` starts a new video.
+    a skipped one.  :meth:`skip` counts a frame that never reached the model (dropped by a live
+    source), :meth:`reset` starts a new video.  ``model``: a model, a :class:`Streamer`, or anything
+    with the Streamer's ``step`` and ``model`` (e.g. a compiled step).
     """
 
     def __init__(self, model, stride=1, window=None):
         if stride < 1:
             raise LSNetError('--stride must be at least 1 (got {})'.format(stride))
-        self.streamer = model if isinstance(model, Streamer) else Streamer(model)
+        self.streamer = model if callable(getattr(model, 'step', None)) else Streamer(model)
         self.stride = int(stride)
         self.window = int(window or self.streamer.model.num_segments)
         if self.window < 1:
@@ -186,6 +193,14 @@ class OnlineRecognizer:
         self.recent = collections.deque(maxlen=self.window)
         self.frame_index = 0
         self.processed = 0
+
+    def due(self):
+        """True when the next frame is one the stride sends to the model."""
+        return self.frame_index % self.stride == 0
+
+    def skip(self):
+        """Count the next frame without running the model (it keeps the stride's phase)."""
+        self.frame_index += 1
 
     @torch.no_grad()
     def update(self, frame):

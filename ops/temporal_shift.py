@@ -252,7 +252,7 @@ class TemporalShift(nn.Module):
         zeros before the first frame.  ``frames_seen`` is not needed (zeros already start the clip).
         """
         fold = x.size(1) // self.shift_div
-        previous = state[0] if state is not None else x.new_zeros(x.size(0), fold, *x.shape[2:])
+        previous = state[0] if state is not None else torch.zeros_like(x[:, :fold])
         current = x[:, :fold].clone()
         if fold > 0 and _in_place_applicable(x):
             x[:, :fold] = previous

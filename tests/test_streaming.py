@@ -279,3 +279,19 @@ def test_store_name_and_saved_config_say_online():
     assert ModelConfig.from_dict(cfg.to_dict()).shift_direction == 'uni'
     assert parse_weight_name(store_name(cfg.replace(shift_direction='bi'), 'jester', 25) + '.pth')[1][
         'shift_direction'] == 'bi'
+
+
+def test_tsn_streams_frame_by_frame_without_state():
+    """A TSN reads no other frame, so it streams too: only the frame counter is kept."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(num_class=5, num_segments=SEGMENTS, arch='resnet18', pretrain='none',
+                                    dropout=0.0)).eval()
+    streamer = Streamer(model)
+    assert streamer.state_names() == ['frames_seen']
+    clip = torch.randn(1, 3, 3, SIZE, SIZE)
+    with torch.no_grad():
+        expected = model.new_fc(model.base_model(clip[0]))
+    torch.testing.assert_close(stream(model, clip)[0], expected, rtol=1e-6, atol=1e-6)
+    for flags in (dict(shift=True), dict(shift=True, non_local=True)):
+        with pytest.raises(LSNetError):
+            Streamer(build_model(model.cfg.replace(**flags)))

@@ -16,8 +16,8 @@ Three kinds of model:
   averaged over the window) after the last frame it processed among the first ``ceil(f·n)``.
 - ``--model`` with a TSN (no shift, no non-local block or temporal pool): also a frame-by-frame
   model, with no temporal state: each processed frame is ``new_fc(base_model(frame))`` alone
-  (:class:`FrameStep`), through the same ``OnlineRecognizer`` smoothing (the Streamer refuses a
-  model without causal temporal modules).
+  (the Streamer of a TSN keeps only its frame counter), through the same ``OnlineRecognizer``
+  smoothing.
 - ``--offline`` (any checkpoint, normally a bidirectional TSM / LSNet): at fraction f it sees the
   first ``ceil(f·n)`` frames sampled into ``num_segments`` segments at the segment centres, as
   ``test_models.py`` samples a whole video (``ops.dataset.sample_test_indices``, 1 crop); its
@@ -51,7 +51,6 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
 
 from ops.errors import LSNetError  # noqa: E402
 from ops.streaming import OnlineRecognizer, Streamer, default_stride  # noqa: E402
@@ -65,25 +64,6 @@ KIND_LABELS = {'online': 'online, streamed', 'frame': 'per frame, streamed', 'of
 def seen_frames(percent, n):
     """``ceil(percent/100 · n)`` in integers (0.3 · 10 is 3.0000000000000004 in floats), at least 1."""
     return max(1, -(-percent * n // 100))
-
-
-class FrameStep(Streamer):
-    """The :class:`ops.streaming.Streamer` interface for a model without temporal modules (a TSN):
-    ``step(frame, state)`` is ``new_fc(base_model(frame))`` and the state stays empty, so that
-    :class:`ops.streaming.OnlineRecognizer` applies its stride and smoothing to it unchanged.
-    (The Streamer itself refuses a model that is not causal, TSN included.)"""
-
-    def __init__(self, model):
-        nn.Module.__init__(self)  # none of the Streamer's module search: there is no state to keep
-        self.model = model.eval()
-
-    def step(self, frame, state=None):
-        if frame.dim() != 4:
-            raise ValueError('a streamed frame is (N, C, H, W), got shape {}'.format(tuple(frame.shape)))
-        return self.model.new_fc(self.model.base_model(frame)), ()
-
-    def close(self):
-        pass
 
 
 def parse_named(values, flag):
@@ -146,7 +126,7 @@ def load_models(args, device, num_class):
         if kind == 'online':
             step = Streamer(model)
         elif kind == 'frame':
-            step = FrameStep(model)
+            step = Streamer(model)  # a TSN streams without temporal state
         models.append(dict(name=name, path=path, kind=kind, model=model, cfg=cfg, step=step,
                            stride=stride if kind != 'offline' else None, preds=[], key=pipeline_key(model)))
         log.info('%s: %s %s, %d segments, %s%s', name, path, cfg.arch, cfg.num_segments, KIND_LABELS[kind],

@@ -242,12 +242,10 @@ def build_recognizer(model, args, device, source='the model'):
         streamer = Streamer(model)
     except LSNetError as e:
         raise LSNetError('{}: {}'.format(source, e)) from None
-    recognizer = OnlineRecognizer(streamer, stride=1, window=args.window or None)
-    if args.compile:
-        compiled = _compile_module().compile_model(streamer, args.compile_mode, device)
-        # OnlineRecognizer only calls streamer.step; the compiled module runs Streamer.forward.
-        recognizer.streamer = _CompiledSteps(streamer, compiled)
-    return recognizer
+    step = streamer
+    if args.compile:  # the compiled module runs Streamer.forward; the recognizer calls .step
+        step = _CompiledSteps(streamer, _compile_module().compile_model(streamer, args.compile_mode, device))
+    return OnlineRecognizer(step, stride=1, window=args.window or None)
 
 
 def frame_transform(model):
