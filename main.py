@@ -107,10 +107,6 @@ def atomic_copy(src, dst):
     os.replace(tmp, dst)
 
 
-def unwrap(model):
-    return model.module if hasattr(model, 'module') else model
-
-
 def same_dataset(ckpt, path, dataset):
     """Was the ``--tune_from`` checkpoint trained on ``dataset``? Ours say so; official names carry it."""
     stored = ckpt.get('dataset') if isinstance(ckpt, dict) else None
@@ -286,15 +282,26 @@ def restore_training_state(args, resume_ckpt, resume_path, optimizer, schedule, 
 
 
 def parallelize(model, args, world, device):
-    """DDP under torchrun, DataParallel for several --gpus in one process, else the model itself."""
+    """The module the loops call: DDP under torchrun, DataParallel for several --gpus in one process,
+    else the model itself; with --compile, ``torch.compile(model)`` in its place (compiled first, then
+    wrapped: PyTorch's order for DDP, whose forward lets Dynamo's DDPOptimizer split the graph at the
+    gradient buckets). ``model`` stays the eager module: weights are saved and loaded through it."""
+    data_parallel = bool(not world.distributed and device.type == 'cuda' and args.gpus and len(args.gpus) > 1)
+    net = model
+    if args.compile:
+        from ops.compile import compile_model
+        if data_parallel:
+            raise LSNetError('--compile: not supported with several --gpus in one process (DataParallel); '
+                             'run one process per GPU with torchrun instead')
+        net = compile_model(model, args.compile_mode, device)
     if world.distributed:
         # with --lsm_start the branches' parameters take no part in the first epochs' forward passes
         return torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == 'cuda' else None,
+            net, device_ids=[device.index] if device.type == 'cuda' else None,
             find_unused_parameters=args.lsm_start > 0)
-    if device.type == 'cuda' and args.gpus and len(args.gpus) > 1:
-        return torch.nn.DataParallel(model, device_ids=args.gpus)
-    return model
+    if data_parallel:
+        return torch.nn.DataParallel(net, device_ids=args.gpus)
+    return net
 
 
 def run(args):
@@ -308,6 +315,9 @@ def run(args):
     if not world.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     device = select_device(args.device, args.gpus, local_rank if world.size > 1 else None)
+    if args.compile:  # a missing compiler is one line now, not a traceback at the first step
+        from ops.compile import check_compile_support
+        check_compile_support(device, args.compile_mode)
     resume_path = resolve_resume(args.resume) if args.resume else None
     resume_ckpt = load_checkpoint(resume_path) if resume_path else None
     seed = choose_seed(args, resume_ckpt, world)
@@ -343,7 +353,9 @@ class TrainingRun:
 
     def __init__(self, args, world, model, net, optimizer, schedule, scaler, criterion, loop_kw, *,
                  run_name, seed, fc_lr5, categories):
-        self.args, self.world, self.model, self.net = args, world, model, net
+        from ops.compile import unwrap
+        # model: the eager TSN (saved, checked, --lsm_start); net: what the loops call (compiled, DDP)
+        self.args, self.world, self.model, self.net = args, world, unwrap(model), net
         self.optimizer, self.schedule, self.scaler, self.criterion = optimizer, schedule, scaler, criterion
         self.loop_kw, self.run_name, self.seed, self.fc_lr5 = loop_kw, run_name, seed, fc_lr5
         self.categories = categories
@@ -423,7 +435,7 @@ class TrainingRun:
     def save(self, epoch, best_prec1, is_best):
         """Write ckpt.pth.tar (and ckpt.best.pth.tar) atomically on the main process; all processes wait."""
         from ops.checkpoint import make_checkpoint, save_checkpoint
-        if self.world.is_main:
+        if self.world.is_main:  # the eager module's keys: no '_orig_mod.' of --compile
             state = make_checkpoint(self.model, self.optimizer, epoch=epoch, best_prec1=best_prec1,
                                     scheduler=self.schedule.state_dict(),
                                     scaler=self.scaler.state_dict() if self.scaler is not None else None,

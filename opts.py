@@ -109,6 +109,7 @@ def build_train_parser():
                    help='crop size; the scale size follows as input_size*256//224')
     g.add_argument('--shift_mode', type=str, default='fast', choices=['fast', 'lean'],
                    help='temporal shift implementation (same weights either way)')
+    add_compile_flags(g)
 
     d = p.add_argument_group('data (LSNet additions)')
     _add_dataset_flags(d)
@@ -148,6 +149,15 @@ def add_memory_format_flags(g):
                         'same numbers; see tools/bench_train.py)')
     g.add_argument('--no_channels_last', dest='channels_last', action='store_false',
                    help='keep the plain NCHW memory format')
+
+
+def add_compile_flags(g):
+    from ops.compile import COMPILE_MODES
+    g.add_argument('--compile', default=False, action='store_true',
+                   help='run the model through torch.compile (Inductor; needs a C++ compiler on the CPU, Triton '
+                        'on CUDA): the first steps compile, the rest run the generated code; same weights and files')
+    g.add_argument('--compile_mode', default='default', choices=COMPILE_MODES,
+                   help="torch.compile mode (default: 'default'; 'max-autotune*' compile much longer)")
 
 
 def build_test_parser():
@@ -199,4 +209,5 @@ def build_test_parser():
                         'classes when there are more; needs matplotlib)')
     g.add_argument('--amp', default=False, action='store_true',
                    help='mixed precision: bf16 autocast on CPU, fp16 on CUDA (as main.py --amp)')
+    add_compile_flags(g)
     return p

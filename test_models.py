@@ -224,7 +224,8 @@ def ensemble_members(args):
 
 
 def load_members(args, members, device, world):
-    """``(models [(model, segments, coeff)], loaders, video names, dataset config)``."""
+    """``(models [(model, segments, coeff)], loaders, video names, dataset config)``; with ``--compile``
+    each model is its ``torch.compile`` wrapper (``ops.compile.unwrap`` gives the eager module)."""
     models, loaders, names, dcfg = [], [], None, None
     for path, segments, coeff, test_list in members:
         model, this_cfg, segments = load_model(path, segments, test_list, args, device)
@@ -235,6 +236,9 @@ def load_members(args, members, device, world):
             raise LSNetError('ensemble members see different test lists ({} vs {} videos)'
                              .format(len(names), len(this_names)))
         names, dcfg = this_names, dcfg or this_cfg
+        if args.compile:  # after loading: the weights go into the eager module
+            from ops.compile import compile_model
+            model = compile_model(model, args.compile_mode, device)
         models.append((model, segments, coeff))
         loaders.append(loader)
     return models, loaders, names, dcfg
@@ -244,6 +248,7 @@ def score_videos(args, models, loaders, device, world):
     """``(scores (V, num_class) float32, labels (V,) int64)``: the ensemble's mean video scores over
     this process's shard (under ``--amp``, autocast: bf16 on CPU, fp16 on CUDA)."""
     from tqdm import tqdm
+    from ops.compile import unwrap
     from ops.engine import autocast_context, prepare_clips
     num_clips = clips_per_video(args)
     all_scores, all_labels = [], []
@@ -256,7 +261,8 @@ def score_videos(args, models, loaders, device, world):
             if label is not None and not torch.equal(label, target):
                 raise LSNetError('ensemble members disagree on the labels of the same videos')
             label = target
-            clips = prepare_clips(clips, device, args.channels_last, norm=(model.input_mean, model.input_std))
+            eager = unwrap(model)
+            clips = prepare_clips(clips, device, args.channels_last, norm=(eager.input_mean, eager.input_std))
             with autocast_context(device, args.amp):
                 s = video_scores(model, clips, segments, num_clips)
             total = total + coeff * (torch.softmax(s, dim=1) if args.softmax else s)
@@ -266,7 +272,7 @@ def score_videos(args, models, loaders, device, world):
         bar.set_postfix(videos=seen, sec_per_video='{:.3f}'.format((time.time() - t0) / seen))
     bar.close()
     if not all_scores:
-        return np.zeros((0, models[0][0].num_class), np.float32), np.zeros((0,), np.int64)
+        return np.zeros((0, unwrap(models[0][0]).num_class), np.float32), np.zeros((0,), np.int64)
     return np.concatenate(all_scores).astype(np.float32), np.concatenate(all_labels).astype(np.int64)
 
 
@@ -300,6 +306,9 @@ def run(args):
     if not world.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     device = select_device(args.device, args.gpus, local_rank if world.size > 1 else None)
+    if args.compile:  # a missing compiler is one line before anything is loaded
+        from ops.compile import check_compile_support
+        check_compile_support(device, args.compile_mode)
     models, loaders, names, dcfg = load_members(args, members, device, world)
     scores, labels = score_videos(args, models, loaders, device, world)
     shard = len(labels)

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from ops.checkpoint import load_model  # noqa: E402
 from ops.errors import LSNetError  # noqa: E402
 from ops.utils import to_channels_last  # noqa: E402
-from opts import add_memory_format_flags  # noqa: E402
+from opts import add_compile_flags, add_memory_format_flags  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 _NUMBERED = re.compile(r'^(.*?)(\d+)(\.[A-Za-z]+)$')
@@ -115,8 +115,9 @@ def load_clip(source, model, image_tmpl=None):
     return clip, n
 
 
-def predict(model, clip, test_crops=1, channels_last=False):
-    """Class probabilities ``(num_class,)``: softmax of the crops' mean logits."""
+def predict(model, clip, test_crops=1, channels_last=False, net=None):
+    """Class probabilities ``(num_class,)``: softmax of the crops' mean logits (computed by ``net``, e.g.
+    the compiled ``model``, when given)."""
     from ops.transforms import build_transform
 
     transform = build_transform('test', modality=model.modality, new_length=model.new_length,
@@ -128,7 +129,7 @@ def predict(model, clip, test_crops=1, channels_last=False):
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        logits = model(x)
+        logits = (model if net is None else net)(x)
     return torch.softmax(logits.float().mean(dim=0), dim=0).cpu()
 
 
@@ -158,6 +159,7 @@ def build_parser():
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (default: torch default)')
     p.add_argument('--json', action='store_true', help='print one JSON object')
     add_memory_format_flags(p)
+    add_compile_flags(p)
     return p
 
 
@@ -168,12 +170,19 @@ def run(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    if args.compile:
+        from ops.compile import check_compile_support
+        check_compile_support(device, args.compile_mode)
     model, cfg, ckpt = load_model(args.checkpoint, device, consensus_type='avg')
     if args.channels_last:
         to_channels_last(model)
     names = class_names(ckpt, model.num_class, args.category_file, checkpoint_dataset(ckpt, args.checkpoint))
     clip, n = load_clip(args.input, model, args.image_tmpl or None)
-    probs = predict(model, clip, args.test_crops, args.channels_last)
+    net = model
+    if args.compile:  # after loading: the weights go into the eager module
+        from ops.compile import compile_model
+        net = compile_model(model, args.compile_mode, device)
+    probs = predict(model, clip, args.test_crops, args.channels_last, net=net)
     k = min(args.topk, model.num_class)
     scores, labels = probs.topk(k)
     top = [{'rank': i + 1, 'label': int(c), 'class': names[int(c)], 'score': float(s)}
