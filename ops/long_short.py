@@ -168,7 +168,9 @@ class ShortTermBranch(nn.Module):
 
     def add_context(self, m):
         """M̄ = M + up(dw3x3(avgpool2(M))): differences plus pooled context, same shape as ``m``."""
-        ctx = self.context(F.avg_pool2d(m, 2, ceil_mode=True))
+        # count_include_pad=False: the same numbers in eager mode (an overhanging ceil_mode window is
+        # divided by what it covers either way), and Inductor's backward then agrees (pytorch#198119)
+        ctx = self.context(F.avg_pool2d(m, 2, ceil_mode=True, count_include_pad=False))
         return m + F.interpolate(ctx, size=m.shape[-2:], mode='nearest')
 
     def motion(self, h):

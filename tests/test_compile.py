@@ -157,11 +157,6 @@ def test_tsm_compiled_equals_eager():
         assert_close(compiled(x), eager(x), 'inference output')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Inductor's avg_pool2d backward divides a ceil_mode window that overhangs the input by the whole "
-    "kernel (pytorch/pytorch#198119): the short branch's F.avg_pool2d(m, 2, ceil_mode=True) in "
-    "ops/long_short.py (ShortTermBranch.motion) gets wrong gradients at odd feature sizes; "
-    "count_include_pad=False gives the same eager numbers and correct compiled ones"))
 def test_lsnet_block_compiled_equals_eager():
     """One LSNet residual block (shifted conv1, the long-short module with both branches active,
     downsampling) at an odd feature size, as ResNet-50's layer4 at 224 px (7x7). A whole LSNet
