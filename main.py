@@ -348,6 +348,15 @@ def run(args):
     return training.fit(train_loader, val_loader, start_epoch, best_prec1, resumed=resume_ckpt is not None)
 
 
+def frames_per_segment(dataset, num_segments):
+    """Mean frames per segment of the training videos (stored for online recognition's default
+    --stride), or None when the list does not give frame counts."""
+    while not hasattr(dataset, 'video_list') and hasattr(dataset, 'dataset'):
+        dataset = dataset.dataset
+    counts = [rec.num_frames for rec in getattr(dataset, 'video_list', []) if rec.num_frames > 0]
+    return round(sum(counts) / len(counts) / num_segments, 3) if counts else None
+
+
 class TrainingRun:
     """The epoch loop of one run: train, validate every --eval-freq epochs, log, save checkpoints."""
 
@@ -366,6 +375,7 @@ class TrainingRun:
         """Epochs ``start_epoch .. --epochs - 1``; returns the exit status (130 when interrupted)."""
         from ops.logger import RunLogger
         args, world = self.args, self.world
+        self.frames_per_segment = frames_per_segment(train_loader.dataset, args.num_segments)
         if world.is_main:
             os.makedirs(self.model_dir, exist_ok=True)
         logger = RunLogger(os.path.join(args.root_log, self.run_name), enabled=world.is_main, append=resumed)
@@ -441,6 +451,7 @@ class TrainingRun:
                                     scaler=self.scaler.state_dict() if self.scaler is not None else None,
                                     seed=self.seed, fc_lr5=self.fc_lr5, categories=self.categories,
                                     dataset=self.args.dataset, store_name=self.run_name,
+                                    frames_per_segment=self.frames_per_segment,
                                     args=json.loads(json.dumps(vars(self.args), default=str)))
             save_checkpoint(state, self.ckpt_path)
             if is_best:

@@ -121,6 +121,8 @@ def test_train(kind, trained):
     assert ck['config']['non_local'] == ('--non_local' in flags) and ck['config']['lsm'] == ('--lsm' in flags)
     assert all(k.startswith('module.') for k in ck['state_dict'])
     assert all(torch.isfinite(v).all() for v in ck['state_dict'].values() if v.is_floating_point())
+    assert ck['config']['shift_direction'] == ('uni' if 'uni' in flags else 'bi')
+    assert ck['frames_per_segment'] == 12 / SEGMENTS  # the online demo's default --stride
     log_dir = folder.replace(os.sep + 'ckpt' + os.sep, os.sep + 'log' + os.sep)
     with open(os.path.join(log_dir, 'log.csv')) as f:
         (row,) = list(csv.DictReader(f))
