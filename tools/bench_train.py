@@ -12,6 +12,22 @@ round by round so background load hits them alike; the median step time of each 
   lean       --shift_mode lean (memory-lean shift)
 
 Quick run: ``python tools/bench_train.py --batch 2 --input 112 --rounds 2``.
+
+``--compare_compile``: ``torch.compile`` (Inductor) against eager, and LSNet against TSM, with the
+repo's defaults (channels_last; fp32 unless ``--amp``), all measured side by side in one run:
+
+  train  TSM-R50 and LSNet-R50 training steps (as above), eager and compiled; the same for TSM with
+         ``--amp`` (bf16 autocast on CPU) eager and compiled
+  infer  one clip (batch 1) through TSM / LSNet on ResNet-50 and MobileNetV2, eager and compiled,
+         under ``torch.inference_mode`` as test_models.py runs
+
+Each model is built once and compiled once; the compile time (first calls minus an eager step) is
+reported on its own and left out of the step figures.  Rounds interleave every variant, and the
+ratios are medians of per-round ratios, so load drifts on the machine hit both sides alike.
+The last line:
+``compile_train_speedup=<x> compile_infer_speedup=<y> lsnet_over_tsm_infer=<z> lsnet_over_tsm_train=<w>``
+(the first two for TSM-R50 with the defaults; the LSNet ratios are the largest over backbones and
+eager / compiled, since each must meet its target).  Targets: >= 1.3, >= 1.3, <= 1.05, <= 1.10.
 """
 import argparse
 import os
@@ -76,6 +92,134 @@ class Runner:
         return time.perf_counter() - t, loss.item()
 
 
+# ---------------------------------------------------------------- --compare_compile
+
+def _build(arch, lsm, args, channels_last=True):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(num_class=args.classes, num_segments=args.segments, arch=arch, pretrain='none',
+                                    shift=True, lsm=lsm, input_size=args.input))
+    return to_channels_last(model) if channels_last else model
+
+
+class TrainVariant:
+    """A training step of one model (eager or compiled), main.py's defaults: partial BN, SGD groups."""
+
+    def __init__(self, name, arch, lsm, compiled, amp, args):
+        from ops.compile import compile_model
+        self.name, self.amp = name, amp
+        self.model = _build(arch, lsm, args).train()
+        self.model.partialBN(True)
+        self.run = compile_model(self.model) if compiled else self.model
+        self.opt = torch.optim.SGD(self.model.get_optim_policies(), 0.01, momentum=0.9, weight_decay=1e-4)
+        self.crit = torch.nn.CrossEntropyLoss()
+        self.times = []
+
+    def __call__(self, x, y):
+        x = x.reshape(-1, *x.shape[-3:]).contiguous(memory_format=torch.channels_last)
+        t = time.perf_counter()
+        with autocast_context(torch.device('cpu'), self.amp):
+            out = self.run(x)
+        loss = self.crit(out.float(), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 20)
+        self.opt.step()
+        return time.perf_counter() - t
+
+
+class InferVariant:
+    """One clip through a model in eval mode under inference_mode (eager or compiled)."""
+
+    def __init__(self, name, arch, lsm, compiled, args):
+        from ops.compile import compile_model
+        self.name = name
+        self.model = _build(arch, lsm, args).eval()
+        self.run = compile_model(self.model) if compiled else self.model
+        self.times = []
+
+    def __call__(self, x, y=None):
+        x = x[:1].reshape(-1, *x.shape[-3:]).contiguous(memory_format=torch.channels_last)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            self.run(x)
+        return time.perf_counter() - t
+
+
+def _paired(a, b):
+    """Median over rounds of a's time / b's time."""
+    return statistics.median(x / y for x, y in zip(a.times, b.times))
+
+
+def compare_compile(args, x, y):
+    """Compiled vs eager and LSNet vs TSM, training and inference; returns the dict of results."""
+    train = {}
+    for arch in (args.arch,):
+        for lsm in (False, True):
+            for compiled in (False, True):
+                key = ('LSNet' if lsm else 'TSM', arch, 'compiled' if compiled else 'eager', 'fp32')
+                train[key] = TrainVariant(' '.join(key), arch, lsm, compiled, False, args)
+    for compiled in (False, True):
+        key = ('TSM', args.arch, 'compiled' if compiled else 'eager', 'amp')
+        train[key] = TrainVariant(' '.join(key), args.arch, False, compiled, True, args)
+    infer = {}
+    for arch in (args.arch, 'mobilenetv2'):
+        for lsm in (False, True):
+            for compiled in (False, True):
+                key = ('LSNet' if lsm else 'TSM', arch, 'compiled' if compiled else 'eager')
+                infer[key] = InferVariant(' '.join(key), arch, lsm, compiled, args)
+    variants = list(train.values()) + list(infer.values())
+    compile_s = {}
+    for v in variants:  # warm-up: the compiled ones compile here (training compiles forward and backward)
+        t = time.perf_counter()
+        v(x, y)
+        first = time.perf_counter() - t
+        for _ in range(args.warmup):
+            v(x, y)
+        if 'compiled' in v.name:
+            compile_s[v.name] = first
+        print('  warm-up {:<32} first call {:.1f} s'.format(v.name, first), flush=True)
+    for i in range(args.rounds):
+        order = variants if i % 2 == 0 else variants[::-1]
+        for v in order:
+            v.times.append(v(x, y))
+        print('  round {} done'.format(i), flush=True)
+
+    print('\n{:<34} {:>10}'.format('variant', 'median s'))
+    for v in variants:
+        print('{:<34} {:>10.4f}'.format(v.name, statistics.median(v.times)))
+    print('\ncompile time (first call minus a median step), reported apart from the step figures:')
+    for name, first in compile_s.items():
+        v = next(v for v in variants if v.name == name)
+        print('  {:<32} {:.1f} s'.format(name, first - statistics.median(v.times)))
+
+    a = args.arch
+    res = {
+        'compile_train_speedup': _paired(train['TSM', a, 'eager', 'fp32'], train['TSM', a, 'compiled', 'fp32']),
+        'compile_train_speedup_amp': _paired(train['TSM', a, 'eager', 'amp'], train['TSM', a, 'compiled', 'amp']),
+        'compile_infer_speedup': _paired(infer['TSM', a, 'eager'], infer['TSM', a, 'compiled']),
+    }
+    for mode in ('eager', 'compiled'):
+        res['lsnet_over_tsm_train_' + mode] = _paired(train['LSNet', a, mode, 'fp32'], train['TSM', a, mode, 'fp32'])
+        for arch in (a, 'mobilenetv2'):
+            res['lsnet_over_tsm_infer_{}_{}'.format(arch, mode)] = _paired(infer['LSNet', arch, mode],
+                                                                             infer['TSM', arch, mode])
+    res['lsnet_over_tsm_infer'] = max(v for k, v in res.items() if k.startswith('lsnet_over_tsm_infer_'))
+    res['lsnet_over_tsm_train'] = max(v for k, v in res.items() if k.startswith('lsnet_over_tsm_train_'))
+
+    targets = [('compile_train_speedup', '>=', 1.3), ('compile_train_speedup_amp', '>=', 1.3),
+               ('compile_infer_speedup', '>=', 1.3)]
+    targets += [(k, '<=', 1.10 if 'train' in k else 1.05) for k in res if k.startswith('lsnet_over_tsm_')
+                and k.count('_') > 4]
+    print('\n{:<44} {:>8}  {}'.format('ratio (median of per-round ratios)', 'value', 'target'))
+    for key, op, bound in targets:
+        ok = res[key] >= bound if op == '>=' else res[key] <= bound
+        print('{:<44} {:>8.3f}  {} {} {}'.format(key, res[key], op, bound, 'PASS' if ok else 'MISS'))
+    print('compile_train_speedup={:.3f} compile_infer_speedup={:.3f} lsnet_over_tsm_infer={:.3f} '
+          'lsnet_over_tsm_train={:.3f}'.format(res['compile_train_speedup'], res['compile_infer_speedup'],
+                                               res['lsnet_over_tsm_infer'], res['lsnet_over_tsm_train']))
+    return res
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--arch', default='resnet50')
@@ -87,6 +231,8 @@ def main(argv=None):
     p.add_argument('--warmup', type=int, default=1, help='untimed steps per setting')
     p.add_argument('--threads', type=int, default=torch.get_num_threads())
     p.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=SETTINGS)
+    p.add_argument('--compare_compile', action='store_true',
+                   help='compiled vs eager and LSNet vs TSM, training and inference (see the module docstring)')
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -96,6 +242,9 @@ def main(argv=None):
     print('TSM-{} {}x{}², batch {}, {} threads, torch {}; {} warm-up + {} timed steps per setting'.format(
         args.arch, args.segments, args.input, args.batch, args.threads, torch.__version__,
         args.warmup, args.rounds))
+    if args.compare_compile:
+        compare_compile(args, x, y)
+        return 0
     runners = [Runner(n, args) for n in args.settings]
     for r in runners:
         for _ in range(args.warmup):
