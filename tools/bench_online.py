@@ -94,29 +94,46 @@ class Frames:
         return self.pool[i % len(self.pool)]
 
 
+def maybe_compile(module, compiled):
+    if not compiled:
+        return module
+    from ops.compile import compile_model
+    return compile_model(module)
+
+
 class FloorRunner:
-    def __init__(self, model):
+    def __init__(self, model, compiled=False):
         self.model = model
+        self.run = maybe_compile(torch.nn.Sequential(model.base_model, model.new_fc), compiled)
 
     def step(self, frame):
-        return self.model.new_fc(self.model.base_model(frame))
+        return self.run(frame)
 
 
 class StreamRunner:
-    def __init__(self, model):
+    """``Streamer.step`` with the state carried; compiled: ``torch.compile(streamer)`` of its forward."""
+
+    def __init__(self, model, compiled=False):
         self.streamer = Streamer(model)
+        self.compiled = maybe_compile(self.streamer, compiled) if compiled else None
         self.state = None
 
     def step(self, frame):
-        logits, self.state = self.streamer.step(frame, self.state)
-        return logits
+        if self.compiled is None:
+            logits, self.state = self.streamer.step(frame, self.state)
+            return logits
+        if self.state is None:
+            self.state = self.streamer.initial_state(frame)
+        out = self.compiled(frame, *self.state)
+        self.state = tuple(out[1:])
+        return out[0]
 
 
 class WindowRunner:
     """``model(clip of the last T frames)`` for every new frame (T = the model's segments)."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, compiled=False):
+        self.model = maybe_compile(model, compiled)
         self.window = collections.deque(maxlen=model.num_segments)
 
     def push(self, frame):
@@ -145,10 +162,10 @@ def setup(a):
         tsm = build(arch, a.num_class, a.num_segments, shift=True, lsm=False, channels_last=a.channels_last)
         lsnet = build(arch, a.num_class, a.num_segments, shift=True, lsm=True, channels_last=a.channels_last)
         floor = build(arch, a.num_class, 1, shift=False, lsm=False, channels_last=a.channels_last)
-        runners[key, 'floor'] = FloorRunner(floor)
-        runners[key, 'stream'] = StreamRunner(tsm)
-        runners[key, 'lsnet'] = StreamRunner(lsnet)
-        runners[key, 'window'] = WindowRunner(tsm)  # the same TSM-uni weights, run offline
+        runners[key, 'floor'] = FloorRunner(floor, a.compile)
+        runners[key, 'stream'] = StreamRunner(tsm, a.compile)
+        runners[key, 'lsnet'] = StreamRunner(lsnet, a.compile)
+        runners[key, 'window'] = WindowRunner(tsm, a.compile)  # the same TSM-uni weights, run offline
         # the first T frames: they fill the window and check the streamers against the offline model
         checks[key, 'stream'] = stream_check(runners[key, 'stream'], tsm, frames, a.num_segments)
         checks[key, 'lsnet'] = stream_check(runners[key, 'lsnet'], lsnet, frames, a.num_segments)
@@ -228,15 +245,17 @@ def main(argv=None):
                    help='channels_last weights and frames (default, as test_models.py and the demo)')
     p.add_argument('--no_channels_last', dest='channels_last', action='store_false')
     p.add_argument('--json', metavar='PATH', help='also write the results as JSON to PATH')
+    p.add_argument('--compile', action='store_true',
+                   help='every variant through torch.compile (Inductor); compiling happens in the untimed setup')
     a = p.parse_args(argv)
     if a.repeats < 1 or a.warmup < 0 or a.num_segments < 1 or a.size < 16 or a.threads < 1:
         p.error('--repeats, --num_segments, --threads must be >= 1, --warmup >= 0, --size >= 16')
     torch.set_num_threads(a.threads)
 
-    print('torch {}, threads={}, {}; batch 1, {}x{} frames, {} segments, {} classes, channels_last={}; '
+    print('torch {}, threads={}, {}; batch 1, {}x{} frames, {} segments, {} classes, channels_last={}{}; '
           '{} timed frames per variant after {} warm-up'.format(
               torch.__version__, torch.get_num_threads(), a.grad_mode, a.size, a.size, a.num_segments, a.num_class,
-              a.channels_last, a.repeats, a.warmup), flush=True)
+              a.channels_last, ', compiled' if a.compile else '', a.repeats, a.warmup), flush=True)
     mode = torch.inference_mode() if a.grad_mode == 'inference_mode' else torch.no_grad()
     with mode:
         runners, checks, frames = setup(a)
