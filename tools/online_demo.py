@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ops.errors import LSNetError  # noqa: E402
+from opts import add_compile_flags  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -228,10 +229,7 @@ class _CompiledSteps:
 
 
 def _compile_module():
-    try:
-        import ops.compile
-    except ImportError:
-        raise LSNetError('--compile: this checkout has no ops/compile.py; run without --compile') from None
+    import ops.compile
     return ops.compile
 
 
@@ -576,10 +574,7 @@ def build_parser():
                    help='treat the source as delivering this many frames per second (pacing of --realtime and the '
                         'times reported; the --out frame rate stays the input\'s)')
     p.add_argument('--max_frames', type=int, default=0, help='stop after N frames (0: the whole source)')
-    p.add_argument('--compile', action='store_true',
-                   help='run the step through torch.compile (ops/compile.py; needs a C++ compiler on the CPU); the '
-                        'first frames compile, which takes a while')
-    p.add_argument('--compile_mode', default='default', help='torch.compile mode (default: default)')
+    add_compile_flags(p)  # --compile / --compile_mode, as main.py, test_models.py and demo.py
     return p
 
 
