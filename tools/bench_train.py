@@ -209,7 +209,7 @@ def compare_compile(args, x, y):
     targets = [('compile_train_speedup', '>=', 1.3), ('compile_train_speedup_amp', '>=', 1.3),
                ('compile_infer_speedup', '>=', 1.3)]
     targets += [(k, '<=', 1.10 if 'train' in k else 1.05) for k in res if k.startswith('lsnet_over_tsm_')
-                and k.count('_') > 4]
+                and k.count('_') >= 4]
     print('\n{:<44} {:>8}  {}'.format('ratio (median of per-round ratios)', 'value', 'target'))
     for key, op, bound in targets:
         ok = res[key] >= bound if op == '>=' else res[key] <= bound
