@@ -164,6 +164,20 @@ def test_tune_from_other_class_count(kind, trained, data, tmp_path, caplog):
     assert 'missing' not in caplog.text.split('fine-tuning from', 1)[1].splitlines()[0]
 
 
+@pytest.mark.parametrize('target', ['TSM-uni', 'LSNet-uni'])
+def test_bidirectional_run_fine_tunes_into_online_model(target, trained, data, tmp_path, caplog):
+    """An offline (bidirectional) TSM checkpoint is the starting point of an online model: every
+    weight loads (only LSNet's new .lsm. keys are missing), the run says it is online."""
+    out = str(tmp_path)
+    src = os.path.join(trained('TSM-blockres'), 'ckpt.pth.tar')
+    caplog.set_level('INFO')
+    assert train_main.main(train_argv(target, data, out, extra=['--tune_from', src])) == 0
+    ck = load(os.path.join(run_folder(out), 'ckpt.pth.tar'))
+    assert ck['config']['shift_direction'] == 'uni' and '_uni' in os.path.basename(run_folder(out))
+    line = caplog.text.split('fine-tuning from', 1)[1].splitlines()[0]
+    assert 'missing' not in line or (target == 'LSNet-uni' and '.lsm.' in caplog.text)
+
+
 def eval_argv(data, weights, extra=()):
     return (['custom', '--weights', weights, '--root_path', os.path.join(data, 'frames'),
              '--category_file', os.path.join(data, 'category.txt'), '--test_list', os.path.join(data, 'val.txt'),
