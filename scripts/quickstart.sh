@@ -9,6 +9,8 @@
 # guess inside a pair (~50%) while TSM tells them apart.  Measured with this recipe (seed 0): TSM
 # 100% on direction, scale, order and speed, 98.3% on rotation, 96.7% over all 14 classes; TSN 50%
 # inside every reversal pair, 52.4% over all.  The whole script takes about 13 minutes on 2 cores.
+# It trains without --compile: on this recipe a compiled run is no faster per epoch and spends
+# about 2 minutes compiling per model (docs/performance.md, "Compiled execution").
 #
 # Environment: LSNET_DATA_ROOT (default ./data; the set goes to $LSNET_DATA_ROOT/synthetic),
 # QUICKSTART_OUT (default ./quickstart: logs, checkpoints, scores), QUICKSTART_EPOCHS (default
