@@ -78,6 +78,35 @@ def reduced_channels(channels, reduction):
     return max(8, channels // reduction)
 
 
+def _clip_view(h, num_segments):
+    """``h`` (N·T, C, H, W) viewed per clip, without a copy, and the view's channel dimension.
+
+    channels_last ``h`` (the default layout) -> (N, T, H, W, C), channel dim -1; otherwise
+    (N, T, C, H, W), channel dim 2.  Working in the layout the memory already has keeps every
+    element-wise op of the module on dense, same-layout tensors (mixed layouts cost several times
+    more on CPU) and its output in ``h``'s layout.
+    """
+    n = _split_clips(h, num_segments)
+    nt, c, height, width = h.shape
+    if not h.is_contiguous() and h.is_contiguous(memory_format=torch.channels_last):
+        return h.permute(0, 2, 3, 1).view(n, num_segments, height, width, c), -1
+    return h.view(n, num_segments, c, height, width), 2
+
+
+def _clip_unview(x, cdim):
+    """Inverse of :func:`_clip_view` for a dense ``x``: (N·T, C, H, W) in the matching layout."""
+    if cdim == -1:
+        n, t, height, width, c = x.shape
+        return x.view(n * t, height, width, c).permute(0, 3, 1, 2)
+    n, t, c, height, width = x.shape
+    return x.view(n * t, c, height, width)
+
+
+def _per_channel(w, cdim):
+    """Broadcast ``w`` (..., C) over a clip view with channel dim ``cdim``: (..., 1, 1, C) or (..., C, 1, 1)."""
+    return w[..., None, None, :] if cdim == -1 else w[..., None, None]
+
+
 def _split_clips(x, num_segments):
     """(N·T, ...) -> N, checking the batch holds whole clips."""
     nt = x.shape[0]
@@ -112,17 +141,18 @@ class ShortTermBranch(nn.Module):
     def differences(self, h):
         """M = [D+, D-] (N·T, 2·C_r, H, W), zero at the clip ends; causal: M = D- (N·T, C_r, H, W)."""
         t = self.num_segments
-        n = _split_clips(h, t)
         z = self.bn(self.reduce(h))
-        c_r, height, width = z.shape[1:]
-        zs = self.smooth(z).view(n, t, c_r, height, width)
-        z = z.view(n, t, c_r, height, width)
-        edge = z.new_zeros(n, 1, c_r, height, width)
+        zs, _ = _clip_view(self.smooth(z), t)
+        z, cdim = _clip_view(z, t)
+        if zs.stride() != z.stride():  # the depthwise conv chose another layout: follow z's
+            zs = zs.contiguous() if cdim == 2 else _clip_view(
+                _clip_unview(zs.contiguous(), 2).contiguous(memory_format=torch.channels_last), t)[0]
+        edge = torch.zeros_like(z[:, :1])
         d_prev = torch.cat((edge, zs[:, :-1] - z[:, 1:]), dim=1)
         if self.causal:
-            return d_prev.view(n * t, c_r, height, width)
+            return _clip_unview(d_prev, cdim)
         d_next = torch.cat((zs[:, 1:] - z[:, :-1], edge), dim=1)
-        return torch.cat((d_next, d_prev), dim=2).view(n * t, 2 * c_r, height, width)
+        return _clip_unview(torch.cat((d_next, d_prev), dim=cdim), cdim)
 
     def difference_step(self, h, previous, frames_seen):
         """Causal ``D-`` of one frame ``h`` (N, C, H, W) and the new state.
@@ -215,14 +245,15 @@ class LongTermBranch(nn.Module):
         identity = torch.tensor([0.0, 1.0, 0.0], dtype=conv.weight.dtype, device=conv.weight.device)
         return torch.add(identity, conv.weight.view(-1, 3), alpha=self.tap_gain)
 
-    def _tconv(self, conv, x):
-        """Depthwise temporal conv of x (N, T, Cg, H, W) with :meth:`kernel` of ``conv``, zero padded.
+    def _tconv(self, conv, x, cdim=2):
+        """Depthwise temporal conv of a clip view ``x`` (time dim 1, channels ``cdim``, see
+        :func:`_clip_view`) with :meth:`kernel` of ``conv``, zero padded.
 
         Same result as a (3, 1) conv with that kernel on the (N, Cg, T, H·W) layout, without the two
         transposed copies.  Causal: the taps ``t - d`` and ``t`` only.
         """
         d = conv.dilation[0]
-        w = self.kernel(conv).t().reshape(3, 1, 1, -1, 1, 1)  # (3, 1, 1, Cg, 1, 1)
+        w = _per_channel(self.kernel(conv).t(), cdim)  # (3, 1, 1, Cg) or (3, Cg, 1, 1)
         out = x * w[1]
         if d < x.shape[1]:  # out is a fresh tensor, so adding the side taps in place is safe
             out[:, d:].addcmul_(x[:, :-d], w[0])
@@ -237,13 +268,24 @@ class LongTermBranch(nn.Module):
 
     def cascade(self, h):
         """Yield u1 … ug, each (N, T, C/groups, H, W)."""
-        t = self.num_segments
-        n = _split_clips(h, t)
-        x = h.view(n, t, *h.shape[1:])
+        x, cdim = _clip_view(h, self.num_segments)
+        for u in self._cascade(x, cdim):
+            yield u if cdim == 2 else u.permute(0, 1, 4, 2, 3)
+
+    def _cascade(self, x, cdim):
+        """u1 … ug of a clip view ``x`` (see :func:`_clip_view`), in that view's layout."""
+        width = self.taps[0].in_channels
         prev = None
-        for conv, sl in zip(self.taps, self.group_slices()):
-            prev = self._tconv(conv, x[:, :, sl] if prev is None else x[:, :, sl] + prev)
+        for g, conv in enumerate(self.taps):
+            xg = x.narrow(cdim, g * width, width)
+            prev = self._tconv(conv, xg if prev is None else xg + prev, cdim)
             yield prev
+
+    def scaled_aggregate(self, h):
+        """L(h) = α·γ·[u1 … ug] as (N·T, C, H, W), in ``h``'s memory format."""
+        x, cdim = _clip_view(h, self.num_segments)
+        u = torch.cat(list(self._cascade(x, cdim)), dim=cdim)
+        return _clip_unview(u * _per_channel(self.gate(h), cdim), cdim)
 
     def cascade_step(self, h, pasts):
         """One frame: (u1 … ug, each (N, C/groups, H, W), new state) of the causal cascade.
@@ -264,7 +306,9 @@ class LongTermBranch(nn.Module):
 
     def aggregate(self, h):
         """[u1 … ug] as (N, T, C, H, W)."""
-        return torch.cat(list(self.cascade(h)), dim=2)
+        x, cdim = _clip_view(h, self.num_segments)
+        u = torch.cat(list(self._cascade(x, cdim)), dim=cdim)
+        return u if cdim == 2 else u.permute(0, 1, 4, 2, 3)
 
     def _squeeze_excite(self, pooled):
         return 2.0 * torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))))
@@ -293,8 +337,7 @@ class LongTermBranch(nn.Module):
         return self._squeeze_excite(total / (frames_seen + 1)) * self.alpha().view(1, -1), total
 
     def forward(self, h):
-        u = self.aggregate(h) * self.gate(h)[..., None, None]
-        return u.view_as(h)
+        return self.scaled_aggregate(h)
 
 
 class LongShortModule(nn.Module):
@@ -323,20 +366,15 @@ class LongShortModule(nn.Module):
     def forward(self, h):
         if self.stream is not None and self.stream.active:
             return self.stream.run(self, h)
-        t = self.num_segments
-        if self.short is not None:
-            # h + h·tanh(E) == 2·h·σ(2E): one sigmoid instead of tanh + add (tanh is ~6x slower
-            # on CPU); exactly h when E = 0.
-            out = torch.mul(h, torch.sigmoid(self.short.excitation(h, 2.0))).mul_(2.0)
-        else:
-            out = h.clone()
-        if self.long is not None:
-            scale = self.long.gate(h)
-            out5 = out.view(-1, t, *out.shape[1:])
-            # Accumulate α·γ·u_g into out group by group (no concat of the u_g).
-            for sl, u in zip(self.long.group_slices(), self.long.cascade(h)):
-                out5[:, :, sl].addcmul_(u, scale[:, :, sl, None, None])
-        return out
+        long_term = self.long.scaled_aggregate(h) if self.long is not None else None
+        if self.short is None:
+            return h.clone() if long_term is None else h + long_term
+        # h + h·tanh(E) == 2·h·σ(2E): one sigmoid instead of tanh + add (tanh is ~6x slower on CPU),
+        # exactly h when E = 0; with L, one pass: L + 2·h·σ(2E).
+        excitation = torch.sigmoid(self.short.excitation(h, 2.0))
+        if long_term is None:
+            return torch.mul(h, excitation).mul_(2.0)
+        return torch.addcmul(long_term, h, excitation, value=2.0)
 
     def extra_repr(self):
         return (f'channels={self.channels}, num_segments={self.num_segments}, branches={self.branches}'
@@ -357,22 +395,23 @@ class LongShortModule(nn.Module):
         Same numbers as :meth:`forward` on the whole clip, frame for frame.
         """
         state = list(state) if state is not None else None
-        new = []
+        new, excitation, long_term = [], None, None
         if self.short is not None:
             d, smoothed = self.short.difference_step(h, state.pop(0) if state else None, frames_seen)
-            e = self.short.expand_scaled(self.short.add_context(d), 2.0)
-            out = torch.mul(h, torch.sigmoid(e)).mul_(2.0)
+            excitation = torch.sigmoid(self.short.expand_scaled(self.short.add_context(d), 2.0))
             new.append(smoothed)
-        else:
-            out = h.clone()
         if self.long is not None:
             pasts = [state.pop(0) for _ in range(self.long.groups)] if state else None
             scale, total = self.long.gate_step(h, state.pop(0) if state else None, frames_seen)
             us, new_pasts = self.long.cascade_step(h, pasts)
-            for sl, u in zip(self.long.group_slices(), us):
-                out[:, sl].addcmul_(u, scale[:, sl, None, None])
+            long_term = torch.cat(us, dim=1) * scale[:, :, None, None]
             new += new_pasts + [total]
-        return out, tuple(new)
+        # the same formulas as forward(), so the numbers match frame for frame
+        if excitation is None:
+            return h + long_term, tuple(new)
+        if long_term is None:
+            return torch.mul(h, excitation).mul_(2.0), tuple(new)
+        return torch.addcmul(long_term, h, excitation, value=2.0), tuple(new)
 
 
 def normalize_branches(branches):
