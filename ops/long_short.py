@@ -266,12 +266,6 @@ class LongTermBranch(nn.Module):
         width = self.taps[0].in_channels
         return [slice(g * width, (g + 1) * width) for g in range(self.groups)]
 
-    def cascade(self, h):
-        """Yield u1 … ug, each (N, T, C/groups, H, W)."""
-        x, cdim = _clip_view(h, self.num_segments)
-        for u in self._cascade(x, cdim):
-            yield u if cdim == 2 else u.permute(0, 1, 4, 2, 3)
-
     def _cascade(self, x, cdim):
         """u1 … ug of a clip view ``x`` (see :func:`_clip_view`), in that view's layout."""
         width = self.taps[0].in_channels

@@ -173,8 +173,7 @@ class OnlineRecognizer:
     ``update(frame)`` takes every frame of the source (normalised, (C, H, W) or (1, C, H, W)); every
     ``stride``-th one goes through the model.  Returns the smoothed class scores ``(num_class,)``
     (softmax averaged over the last ``window`` processed frames) after a processed frame, or None for
-    a skipped one.  :meth:`skip` counts a frame that never reached the model (dropped by a live
-    source), :meth:`reset` starts a new video.  ``model``: a model, a :class:`Streamer`, or anything
+    a skipped one.  :meth:`reset` starts a new video.  ``model``: a model, a :class:`Streamer`, or anything
     with the Streamer's ``step`` and ``model`` (e.g. a compiled step).
     """
 
@@ -193,14 +192,6 @@ class OnlineRecognizer:
         self.recent = collections.deque(maxlen=self.window)
         self.frame_index = 0
         self.processed = 0
-
-    def due(self):
-        """True when the next frame is one the stride sends to the model."""
-        return self.frame_index % self.stride == 0
-
-    def skip(self):
-        """Count the next frame without running the model (it keeps the stride's phase)."""
-        self.frame_index += 1
 
     @torch.no_grad()
     def update(self, frame):

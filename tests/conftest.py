@@ -15,3 +15,12 @@ torch.set_num_threads(2)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny models and thousands of tiny ops only pay fork/join waits on more."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -46,6 +46,23 @@ def tsn(num_class, num_segments, modality='RGB', partial_bn=False, **fields):
     return model
 
 
+def make_lively(model, size, fc_scale=1.0):
+    """Move ``model``'s LSM parameters off zero, give the classifier O(fc_scale) weights and set every
+    BN's statistics from one training-mode pass on random clips of ``size``², so the temporal modules
+    all act and the logits are O(1); returns the model in eval mode."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if '.lsm.' in name:
+                p.add_(torch.randn_like(p) * 0.05)
+        model.new_fc.weight.normal_(0, fc_scale / model.new_fc.in_features ** 0.5)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average: one pass sets the statistics
+        model.train()(torch.randn(2, model.num_segments, 3, size, size))
+    return model.eval()
+
+
 def manifests():
     """{manifest name: manifest dict} of every official checkpoint kind."""
     out = {}

@@ -31,13 +31,7 @@ PERCENTS = list(range(10, 101, 10))
 LAST_LINE = re.compile(r'^early_recognition:((?: \S+@100=\d+\.\d+)+)$')
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One thread here and in the tool: tiny models, and far faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

@@ -16,6 +16,7 @@ from ops.config import ModelConfig
 from ops.models import build_model
 from ops.streaming import OnlineRecognizer, Streamer
 from ops.transforms import build_transform
+from tests.fakes import make_lively
 from tools import export, online_demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,18 +29,7 @@ def online_model(direction='uni'):
     torch.manual_seed(0)
     cfg = ModelConfig(num_class=len(CLASSES), num_segments=4, arch='resnet18', pretrain='none', shift=True,
                       shift_direction=direction, lsm=True, input_size=32, dropout=0.0)
-    model = build_model(cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if '.lsm.' in name:
-                p.add_(torch.randn_like(p) * 0.05)
-        model.new_fc.weight.normal_(0, 3.0 / model.new_fc.in_features ** 0.5)
-        for m in model.modules():  # BN statistics of real activations, so the logits stay O(1)
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None
-        model.train()(torch.randn(2, 4, 3, 32, 32))
-    return model.eval()
+    return make_lively(build_model(cfg), 32, fc_scale=3.0)
 
 
 def video_frames():
@@ -73,13 +63,7 @@ def decode(path):
         return [f.to_ndarray(format='rgb24') for f in c.decode(stream)], rate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other jobs for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

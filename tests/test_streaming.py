@@ -13,6 +13,7 @@ from ops.long_short import LongShortModule
 from ops.models import build_model
 from ops.streaming import OnlineRecognizer, Streamer, clip_segments, export_step, offline_frame_logits
 from ops.temporal_shift import ShiftConv2dFunction, TemporalShift, shift_tensor, temporal_shift
+from tests.fakes import make_lively
 
 SEGMENTS = 4
 SIZE = 64
@@ -35,19 +36,7 @@ def causal_model(arch='resnet18', lsm=False, place='blockres', seed=0, **fields)
     torch.manual_seed(seed)
     cfg = ModelConfig(num_class=5, num_segments=SEGMENTS, arch=arch, pretrain='none', shift=True, shift_place=place,
                       shift_direction='uni', lsm=lsm, dropout=0.0, **fields)
-    model = build_model(cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if '.lsm.' in name:
-                p.add_(torch.randn_like(p) * 0.05)
-        model.new_fc.weight.normal_(0, 1.0 / model.new_fc.in_features ** 0.5)
-        # BN statistics of real activations (one training-mode pass), so activations stay O(1)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None
-        model.train()(torch.randn(2, SEGMENTS, 3, SIZE, SIZE))
-    return model.eval()
+    return make_lively(build_model(cfg), SIZE)
 
 
 def stream(model, clip):

@@ -178,15 +178,6 @@ def test_in_place_shift_only_without_graph():
     assert x._version > version
 
 
-@pytest.fixture
-def one_thread():
-    """Thousands of tiny convolutions: a thread pool only adds fork/join waits on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_gradcheck_float64(one_thread):
     x = torch.randn(6, 8, 2, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda v: ShiftFunction.apply(v, 3, 2), (x,))

@@ -78,18 +78,24 @@ class Runner:
         self.times = []
 
     def step(self, x, y):
-        x = x.reshape(-1, *x.shape[-3:])
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        t = time.perf_counter()
-        with autocast_context(torch.device('cpu'), self.amp):
-            out = self.model(x)
-        loss = self.crit(out.float(), y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 20)
-        self.opt.step()
-        return time.perf_counter() - t, loss.item()
+        return train_step(self.model, self.model, self.opt, self.crit, x, y, self.amp, self.channels_last)
+
+
+def train_step(run, model, opt, crit, x, y, amp, channels_last):
+    """One timed SGD step as main.py takes it: ``run`` (the model, or its compiled form) on clips
+    ``x`` (N, T, C, H, W); returns (seconds, loss)."""
+    x = x.reshape(-1, *x.shape[-3:])
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    t = time.perf_counter()
+    with autocast_context(torch.device('cpu'), amp):
+        out = run(x)
+    loss = crit(out.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 20)
+    opt.step()
+    return time.perf_counter() - t, loss.item()
 
 
 # ---------------------------------------------------------------- --compare_compile
@@ -115,16 +121,7 @@ class TrainVariant:
         self.times = []
 
     def __call__(self, x, y):
-        x = x.reshape(-1, *x.shape[-3:]).contiguous(memory_format=torch.channels_last)
-        t = time.perf_counter()
-        with autocast_context(torch.device('cpu'), self.amp):
-            out = self.run(x)
-        loss = self.crit(out.float(), y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 20)
-        self.opt.step()
-        return time.perf_counter() - t
+        return train_step(self.run, self.model, self.opt, self.crit, x, y, self.amp, channels_last=True)[0]
 
 
 class InferVariant:
