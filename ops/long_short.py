@@ -154,24 +154,37 @@ class ShortTermBranch(nn.Module):
         d_next = torch.cat((zs[:, 1:] - z[:, :-1], edge), dim=1)
         return _clip_unview(torch.cat((d_next, d_prev), dim=cdim), cdim)
 
-    def difference_step(self, h, previous, frames_seen):
+    def folded_reduce(self):
+        """(weight, bias) of the 1x1 reduction with the eval-mode BN folded in, so ``Z`` is one conv."""
+        bn = self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        return self.reduce.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+
+    def difference_step(self, h, previous, frames_seen, reduce=None):
         """Causal ``D-`` of one frame ``h`` (N, C, H, W) and the new state.
 
         ``previous``: the smoothed ``Ẑ`` of the previous frame (N, C_r, H, W), or None at the start;
-        ``frames_seen`` (1,): frames before this one (the difference is zero at the first frame).
+        ``frames_seen`` (1,): frames before this one (the difference is zero at the first frame);
+        ``reduce``: :meth:`folded_reduce` when the caller has it (eval mode), else conv then BN.
         """
-        z = self.bn(self.reduce(h))
+        z = self.bn(self.reduce(h)) if reduce is None else F.conv2d(h, *reduce)
         zs = self.smooth(z)
         if previous is None:
-            previous = torch.zeros_like(zs)
-        return (previous - z) * (frames_seen > 0).to(z.dtype), zs
+            return torch.zeros_like(z), zs
+        # a zero-filled state (an exported step's first frame) must give a zero difference too
+        return (previous - z).mul_((frames_seen > 0).to(z.dtype)), zs
 
     def add_context(self, m):
         """M̄ = M + up(dw3x3(avgpool2(M))): differences plus pooled context, same shape as ``m``."""
         # count_include_pad=False: the same numbers in eager mode (an overhanging ceil_mode window is
         # divided by what it covers either way), and Inductor's backward then agrees (pytorch#198119)
         ctx = self.context(F.avg_pool2d(m, 2, ceil_mode=True, count_include_pad=False))
-        return m + F.interpolate(ctx, size=m.shape[-2:], mode='nearest')
+        n, c, height, width = m.shape
+        if height % 2 or width % 2:
+            return m + F.interpolate(ctx, size=(height, width), mode='nearest')
+        # even sizes: nearest 2x upsampling is a broadcast over 2x2 cells (no upsampled map made)
+        cells = m.view(n, c, height // 2, 2, width // 2, 2) + ctx[:, :, :, None, :, None]
+        return cells.reshape(n, c, height, width)
 
     def motion(self, h):
         """M̄ (N·T, 2·C_r or C_r, H, W)."""
@@ -281,22 +294,38 @@ class LongTermBranch(nn.Module):
         u = torch.cat(list(self._cascade(x, cdim)), dim=cdim)
         return _clip_unview(u * _per_channel(self.gate(h), cdim), cdim)
 
-    def cascade_step(self, h, pasts):
-        """One frame: (u1 … ug, each (N, C/groups, H, W), new state) of the causal cascade.
+    def step_kernels(self):
+        """Per group, the causal taps' weights as (past frame ``t - d``, current frame ``t``), each
+        (1, C/groups, 1, 1): what :meth:`cascade_step` multiplies by, from the weights alone."""
+        kernels = []
+        for conv in self.taps:
+            k = self.kernel(conv)
+            kernels.append((k[:, 0].view(1, -1, 1, 1), k[:, 1].view(1, -1, 1, 1)))
+        return kernels
 
-        ``pasts``: per group, the last ``d`` inputs of its tap, oldest first, (N, d, C/groups, H, W)
-        (zeros before the clip: the zero padding), or None at the start.
+    def cascade_step(self, h, pasts, kernels, out):
+        """One frame of the causal cascade: writes u1 … ug into ``out`` (N, C, H, W); returns the new pasts.
+
+        ``pasts``: per group, the last ``d`` inputs of its tap, oldest first, as a tuple of ``d``
+        tensors (N, C/groups, H, W), or None at a video's start (zeros: the clip's zero padding);
+        ``kernels``: :meth:`step_kernels`.  Keeping the past as separate frames makes the new state a
+        re-arranged tuple (the frame ``t - d`` drops out, ``t`` comes in) instead of a copied buffer.
         """
-        us, new_pasts, prev = [], [], None
-        for g, (conv, sl) in enumerate(zip(self.taps, self.group_slices())):
+        new_pasts, prev = [], None
+        for (w_past, w_now), sl, d in zip(kernels, self.group_slices(), self.dilations):
             v = h[:, sl] if prev is None else h[:, sl] + prev
-            d = conv.dilation[0]
-            past = pasts[g] if pasts is not None else v.new_zeros(v.shape[0], d, *v.shape[1:])
-            w = self.kernel(conv).t().reshape(3, 1, -1, 1, 1)  # (3, 1, Cg, 1, 1)
-            prev = torch.addcmul(v * w[1], past[:, 0], w[0])
-            us.append(prev)
-            new_pasts.append(torch.cat((past[:, 1:], v[:, None]), dim=1))
-        return us, new_pasts
+            # out= records no graph and a traced step may later run with grad: in-place ops on the view then
+            if torch.is_grad_enabled() or torch.compiler.is_compiling():
+                prev = out[:, sl].copy_(v).mul_(w_now)
+            else:
+                prev = torch.mul(v, w_now, out=out[:, sl])
+            if pasts is None:
+                new_pasts.append((torch.zeros_like(v),) * (d - 1) + (v,))
+            else:
+                past = pasts[len(new_pasts)]
+                prev.addcmul_(past[0], w_past)
+                new_pasts.append(past[1:] + (v,))
+        return new_pasts
 
     def aggregate(self, h):
         """[u1 … ug] as (N, T, C, H, W)."""
@@ -321,14 +350,17 @@ class LongTermBranch(nn.Module):
         """α * γ, (N, 1, C) or causal (N, T, C): the clip gate times the per-channel scale."""
         return self.clip_gate(h) * self.alpha().view(1, 1, -1)
 
-    def gate_step(self, h, pooled_sum, frames_seen):
+    def gate_step(self, h, pooled_sum, frames_seen, alpha=None):
         """Causal α·γ of one frame ``h`` (N, C, H, W): (gate (N, C), new running sum (N, C)).
 
-        ``pooled_sum``: sum of the spatially pooled frames seen so far (None at the start).
+        ``pooled_sum``: sum of the spatially pooled frames seen so far (None at the start);
+        ``alpha``: :meth:`alpha` as (1, C) when the caller has it already.
         """
         pooled = h.mean(dim=(2, 3))
         total = pooled if pooled_sum is None else pooled_sum + pooled
-        return self._squeeze_excite(total / (frames_seen + 1)) * self.alpha().view(1, -1), total
+        if alpha is None:
+            alpha = self.alpha().view(1, -1)
+        return self._squeeze_excite(total / (frames_seen + 1)) * alpha, total
 
     def forward(self, h):
         return self.scaled_aggregate(h)
@@ -380,32 +412,55 @@ class LongShortModule(nn.Module):
         """Names of the tensors :meth:`stream_step` keeps between frames, in order."""
         names = ['short.previous'] if self.short is not None else []
         if self.long is not None:
-            names += [f'long.past{g}' for g in range(self.long.groups)] + ['long.pooled_sum']
+            names += [f'long.tap{g}.t-{k}' for g, d in enumerate(self.long.dilations) for k in range(d, 0, -1)]
+            names += ['long.pooled_sum']
         return tuple(names)
 
-    def stream_step(self, h, state, frames_seen):
+    def step_constants(self):
+        """What :meth:`stream_step` derives from the weights alone: for the short branch the reduction
+        with its BN folded in (eval mode) and the expansion weight times 2, for the long one α and the
+        tap kernels.  :class:`ops.streaming.Streamer` computes it once per video."""
+        short = long_ = None
+        if self.short is not None:
+            reduce = None if self.short.bn.training else self.short.folded_reduce()
+            short = (reduce, self.short.expand.weight * 2.0)
+        if self.long is not None:
+            long_ = (self.long.alpha().view(1, -1), self.long.step_kernels())
+        return short, long_
+
+    def stream_step(self, h, state, frames_seen, constants=None):
         """One frame ``h`` (N, C, H, W) of a causal module -> (h', new state); see :attr:`state_names`.
 
-        Same numbers as :meth:`forward` on the whole clip, frame for frame.
+        Same numbers as :meth:`forward` on the whole clip, frame for frame.  ``constants``:
+        :meth:`step_constants` (computed here when not given).
         """
+        (reduce, expand), (alpha, kernels) = [
+            c if c is not None else (None, None) for c in constants or self.step_constants()]
         state = list(state) if state is not None else None
-        new, excitation, long_term = [], None, None
+        new, excitation = [], None
         if self.short is not None:
-            d, smoothed = self.short.difference_step(h, state.pop(0) if state else None, frames_seen)
-            excitation = torch.sigmoid(self.short.expand_scaled(self.short.add_context(d), 2.0))
+            d, smoothed = self.short.difference_step(h, state.pop(0) if state else None, frames_seen, reduce)
+            excitation = F.conv2d(self.short.add_context(d), expand).sigmoid_()
             new.append(smoothed)
-        if self.long is not None:
-            pasts = [state.pop(0) for _ in range(self.long.groups)] if state else None
-            scale, total = self.long.gate_step(h, state.pop(0) if state else None, frames_seen)
-            us, new_pasts = self.long.cascade_step(h, pasts)
-            long_term = torch.cat(us, dim=1) * scale[:, :, None, None]
-            new += new_pasts + [total]
-        # the same formulas as forward(), so the numbers match frame for frame
-        if excitation is None:
-            return h + long_term, tuple(new)
-        if long_term is None:
+        if self.long is None:  # the same formula as forward()
             return torch.mul(h, excitation).mul_(2.0), tuple(new)
-        return torch.addcmul(long_term, h, excitation, value=2.0), tuple(new)
+        pasts = None
+        if state:
+            pasts = []
+            for d in self.long.dilations:
+                pasts.append(tuple(state[:d]))
+                del state[:d]
+        scale, total = self.long.gate_step(h, state.pop(0) if state else None, frames_seen, alpha)
+        out = torch.empty_like(h)
+        new_pasts = self.long.cascade_step(h, pasts, kernels, out)
+        for past in new_pasts:
+            new += past
+        new.append(total)
+        # forward()'s L + 2·h·σ(2E), in place in the buffer that holds L: the same numbers
+        out.mul_(scale[:, :, None, None])
+        if excitation is None:
+            return out.add_(h), tuple(new)
+        return out.addcmul_(h, excitation, value=2.0), tuple(new)
 
 
 def normalize_branches(branches):
@@ -499,7 +554,8 @@ class LongShortBasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.lsm(self.relu(self.bn1(self.conv1(x))))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        out += identity  # in place, as torchvision's block (a fresh map per block costs page faults)
+        return self.relu(out)
 
 
 class LongShortBottleneck(nn.Module):
@@ -518,7 +574,8 @@ class LongShortBottleneck(nn.Module):
         out = self.lsm(self.relu(self.bn1(self.conv1(x))))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out += identity
+        return self.relu(out)
 
 
 class LongShortInvertedResidual(nn.Module):

@@ -6,8 +6,8 @@ new frame, each temporal module keeps what it will need from the past as a small
 - a shift (:class:`ops.temporal_shift.TemporalShift`) the moving channels of its previous input,
   ``(N, C/shift_div, H, W)``;
 - an LSM (:class:`ops.long_short.LongShortModule`) the previous smoothed ``Z`` of its short branch
-  ``(N, C_r, H, W)``, the last ``d`` inputs of each long-branch tap ``(N, d, C/groups, H, W)`` and the
-  running sum of its gate's pooled features ``(N, C)``.
+  ``(N, C_r, H, W)``, the last ``d`` inputs of each long-branch tap (``d`` tensors
+  ``(N, C/groups, H, W)``, one per frame) and the running sum of its gate's pooled features ``(N, C)``.
 
 :class:`Streamer` finds these modules in any model (ResNet or MobileNetV2, any place and
 stage), so nothing is written per backbone: ``logits, state = streamer.step(frame, state)`` with a
@@ -45,10 +45,20 @@ class StreamContext:
         self.inputs = None       # per unit: tuple of tensors, or None at the start of a video
         self.outputs = None
         self.frames_seen = None  # (1,) float: frames of this video before the current one
+        self.constants = None    # per unit: its step_constants(), kept for a video (None: not kept)
 
     def run(self, module, x):
         i = self.slots[id(module)]
-        y, new = module.stream_step(x, None if self.inputs is None else self.inputs[i], self.frames_seen)
+        state = None if self.inputs is None else self.inputs[i]
+        if not hasattr(module, 'step_constants'):
+            y, new = module.stream_step(x, state, self.frames_seen)
+        else:
+            constants = self.constants.get(i) if self.constants is not None else None
+            if constants is None:
+                constants = module.step_constants()
+                if self.constants is not None:
+                    self.constants[i] = constants
+            y, new = module.stream_step(x, state, self.frames_seen, constants)
         self.outputs[i] = new
         return y
 
@@ -97,8 +107,11 @@ class Streamer(nn.Module):
             i += k
         return out
 
-    def step(self, frame, state=None):
-        """Logits ``(N, num_class)`` of one frame and the state after it (``state=None``: a new video)."""
+    def step(self, frame, state=None, keep_constants=True):
+        """Logits ``(N, num_class)`` of one frame and the state after it (``state=None``: a new video).
+
+        The weights are read at a video's first frame (``keep_constants=False``: at every frame).
+        """
         if frame.dim() != 4:
             raise ValueError('a streamed frame is (N, C, H, W), got shape {}'.format(tuple(frame.shape)))
         ctx = self.context
@@ -106,6 +119,13 @@ class Streamer(nn.Module):
             ctx.inputs, ctx.frames_seen = None, frame.new_zeros(1)
         else:
             ctx.inputs, ctx.frames_seen = self._unflatten(state[1:]), state[0]
+        # What the modules derive from the weights alone is computed at a video's first frame and
+        # kept for the rest of it -- in eager inference only: a traced step (compile, export) or a
+        # recorded graph computes it in every call.
+        if not keep_constants or torch.is_grad_enabled():
+            ctx.constants = None
+        elif state is None or ctx.constants is None:
+            ctx.constants = {}
         ctx.outputs = [None] * len(self.units)
         ctx.active = True
         try:
@@ -120,7 +140,7 @@ class Streamer(nn.Module):
 
     def forward(self, frame, *state):
         """``(logits, *state)`` from ``(frame, *state)``: :meth:`step` with the state spread out (for export)."""
-        logits, new = self.step(frame, state if state else None)
+        logits, new = self.step(frame, state if state else None, keep_constants=False)
         return (logits,) + new
 
     def initial_state(self, frame):
@@ -171,10 +191,12 @@ class OnlineRecognizer:
     """Frame-by-frame recognition of one stream: stride, state and a smoothing window.
 
     ``update(frame)`` takes every frame of the source (normalised, (C, H, W) or (1, C, H, W)); every
-    ``stride``-th one goes through the model.  Returns the smoothed class scores ``(num_class,)``
-    (softmax averaged over the last ``window`` processed frames) after a processed frame, or None for
-    a skipped one.  :meth:`reset` starts a new video.  ``model``: a model, a :class:`Streamer`, or anything
-    with the Streamer's ``step`` and ``model`` (e.g. a compiled step).
+    ``stride``-th one goes through the model.  Returns the class scores ``(num_class,)`` after a
+    processed frame, or None for a skipped one: the softmax of the mean logits of the last
+    ``window`` processed frames -- the consensus the model was trained with (``avg`` of its
+    segments' logits), so a whole video streamed at the segment spacing scores as the offline model
+    scores it.  :meth:`reset` starts a new video.  ``model``: a model, a :class:`Streamer`, or
+    anything with the Streamer's ``step`` and ``model`` (e.g. a compiled step).
     """
 
     def __init__(self, model, stride=1, window=None):
@@ -203,8 +225,8 @@ class OnlineRecognizer:
             frame = frame.unsqueeze(0)
         logits, self.state = self.streamer.step(frame, self.state)
         self.processed += 1
-        self.recent.append(torch.softmax(logits.float(), dim=1)[0])
-        return torch.stack(tuple(self.recent)).mean(dim=0)
+        self.recent.append(logits.float()[0])
+        return torch.softmax(torch.stack(tuple(self.recent)).mean(dim=0), dim=0)
 
 
 def default_stride(ckpt):

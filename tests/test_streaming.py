@@ -183,12 +183,15 @@ def test_state_shapes_are_the_documented_ones():
     assert shapes['base_model.layer1.0.conv1.previous'] == (2, 64 // 8, 16, 16)
     assert shapes['base_model.layer1.0.lsm.short.previous'] == (2, 8, 16, 16)  # C_r = max(8, 64/16)
     dilations = model.base_model.layer1[0].lsm.long.dilations
-    for g, d in enumerate(dilations):
-        assert shapes['base_model.layer1.0.lsm.long.past{}'.format(g)] == (2, d, 64 // 4, 16, 16)
+    for g, d in enumerate(dilations):  # each tap keeps its last d inputs, one tensor per frame
+        for k in range(1, d + 1):
+            assert shapes['base_model.layer1.0.lsm.long.tap{}.t-{}'.format(g, k)] == (2, 64 // 4, 16, 16)
+        assert 'base_model.layer1.0.lsm.long.tap{}.t-{}'.format(g, d + 1) not in shapes
     assert shapes['base_model.layer1.0.lsm.long.pooled_sum'] == (2, 64)
     assert shapes['base_model.layer4.1.conv1.previous'] == (2, 512 // 8, 2, 2)
-    # every shifted block and every LSM keeps state: 8 shifts + 8 modules x 6 tensors, plus the counter
-    assert len(shapes) == 1 + 8 + 8 * 6
+    # every shifted block and every LSM keeps state: 8 shifts + 8 modules x (short, taps, gate sum),
+    # plus the counter
+    assert len(shapes) == 1 + 8 + 8 * (1 + sum(dilations) + 1)
 
 
 def test_state_resets_between_videos():
@@ -216,9 +219,21 @@ def test_recognizer_stride_and_window():
     assert [o is not None for o in outputs] == [True, False, False] * 3
     assert recognizer.processed == 3
     logits = stream(model, frames[::3].unsqueeze(0))[0]
-    probs = torch.softmax(logits, dim=1)
-    torch.testing.assert_close(outputs[6], probs[1:3].mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(outputs[6], torch.softmax(logits[1:3].mean(0), dim=0), rtol=1e-5, atol=1e-6)
     assert OnlineRecognizer(model).window == SEGMENTS  # default: the trained segments
+
+
+def test_recognizer_on_a_whole_clip_scores_as_the_offline_model():
+    """Window = segments, one frame per segment: the prediction is the offline clip score's softmax
+    (the mean of the segments' logits, the consensus the model was trained with)."""
+    model = causal_model(lsm=True)
+    clip = torch.randn(1, SEGMENTS, 3, SIZE, SIZE)
+    recognizer = OnlineRecognizer(model)
+    for t in range(SEGMENTS):
+        scores = recognizer.update(clip[0, t])
+    with torch.no_grad():
+        offline = model(clip.view(SEGMENTS, 3, SIZE, SIZE))[0]
+    torch.testing.assert_close(scores, torch.softmax(offline, dim=0), rtol=1e-5, atol=1e-6)
 
 
 def test_offline_model_is_refused_by_the_streamer():
