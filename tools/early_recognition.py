@@ -12,8 +12,8 @@ Three kinds of model:
 
 - ``--model`` with an online checkpoint (``--shift --shift_direction uni``, TSM or LSNet): an
   :class:`ops.streaming.OnlineRecognizer` over the frames (window = the model's ``num_segments``,
-  stride below); the prediction at fraction f is the recogniser's smoothed prediction (softmax
-  averaged over the window) after the last frame it processed among the first ``ceil(f·n)``.
+  stride below); the prediction at fraction f is the recogniser's smoothed prediction (the mean
+  logits of the window) after the last frame it processed among the first ``ceil(f·n)``.
 - ``--model`` with a TSN (no shift, no non-local block or temporal pool): also a frame-by-frame
   model, with no temporal state: each processed frame is ``new_fc(base_model(frame))`` alone
   (the Streamer of a TSN keeps only its frame counter), through the same ``OnlineRecognizer``

@@ -3,9 +3,9 @@
 An online model (trained with ``main.py ... --shift --shift_direction uni``, optionally ``--lsm``)
 runs one frame at a time through :class:`ops.streaming.OnlineRecognizer`: every ``--stride``-th
 frame goes through the model, which keeps what it needs from the past as a small state, and the
-prediction is the mean softmax of the last ``--window`` processed frames.  The source is a video
-file, a folder of frames or a camera (PyAV's v4l2 input); frames are decoded as they come, never the
-whole video first.  Each frame is preprocessed as in testing (short side to the model's scale size,
+prediction is the softmax of the mean logits of the last ``--window`` processed frames.  The source
+is a video file, a folder of frames or a camera (PyAV's v4l2 input); frames are decoded as they
+come, never the whole video first.  Each frame is preprocessed as in testing (short side to the model's scale size,
 centre crop, normalisation with the model's mean and std).
 
     python tools/online_demo.py clip.mp4 --weights ckpt.best.pth.tar --out annotated.mp4
@@ -561,7 +561,7 @@ def build_parser():
                    help='run the model on every N-th frame (default: the checkpoint\'s training frames per segment, '
                         'else 1)')
     p.add_argument('--window', type=int, default=None,
-                   help='average the softmax of the last N processed frames (default: the trained num_segments)')
+                   help='average the logits of the last N processed frames (default: the trained num_segments)')
     p.add_argument('--topk', type=int, default=5)
     p.add_argument('--category_file', default='', help='class names, one per line (default: the checkpoint\'s)')
     p.add_argument('--json', action='store_true', help='one JSON line per processed frame, then a summary line')
