@@ -194,6 +194,30 @@ def test_state_shapes_are_the_documented_ones():
     assert len(shapes) == 1 + 8 + 8 * (1 + sum(dilations) + 1)
 
 
+def test_weights_are_read_at_a_videos_first_frame():
+    """In eager inference the LSM's weight-derived constants are kept for a video: a weight changed
+    mid-video takes effect at the next video (state=None), and every frame of it uses the new one."""
+    model = causal_model(lsm=True)
+    clip = torch.randn(1, 4, 3, SIZE, SIZE)
+    streamer = Streamer(model)
+    with torch.no_grad():
+        state, before = None, []
+        for t in range(4):
+            logits, state = streamer.step(clip[:, t], state)
+            before.append(logits)
+            if t == 1:
+                for m in model.modules():
+                    if isinstance(m, LongShortModule):
+                        m.long.scale.weight.mul_(3.0)
+        assert torch.equal(before[3], stream(causal_model(lsm=True), clip)[:, 3])  # old weights to the end
+        state, after = None, []
+        for t in range(4):
+            logits, state = streamer.step(clip[:, t], state)
+            after.append(logits)
+    torch.testing.assert_close(torch.stack(after, 1), offline_frame_logits(model, clip), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(after[3], before[3], atol=1e-4)
+
+
 def test_state_resets_between_videos():
     model = causal_model(lsm=True)
     a, b = torch.randn(1, 5, 3, SIZE, SIZE), torch.randn(1, 5, 3, SIZE, SIZE)
