@@ -39,7 +39,8 @@ saddle on tasks that only a long reach solves.  Either way ``α = 0`` keeps the 
 Causal LSNet (``causal=True``, ``--shift_direction uni``): every part that reads a later frame
 has a causal counterpart.  ``S`` uses the backward difference ``D-`` only (``C_r`` channels instead
 of ``2·C_r``); the long branch's taps read ``t - d`` and ``t`` (their ``t + d`` weight is unused;
-``'shift'`` taps start with half of each group's channels at ``t - d``, half at ``t``); the clip
+``'shift'`` taps start with half of each group's channels at ``t - d``, half at ``t``; in the first
+``d`` frames, where ``t - d`` is before the video, the past tap reads frame ``t``); the clip
 gate pools over the frames seen so far (a cumulative average) instead of the whole clip.  Then
 frame ``t`` depends only on frames ``<= t`` and :meth:`LongShortModule.stream_step` runs the
 module one frame at a time (:mod:`ops.streaming`), keeping the previous smoothed ``Z``, the last
@@ -263,15 +264,20 @@ class LongTermBranch(nn.Module):
         :func:`_clip_view`) with :meth:`kernel` of ``conv``, zero padded.
 
         Same result as a (3, 1) conv with that kernel on the (N, Cg, T, H·W) layout, without the two
-        transposed copies.  Causal: the taps ``t - d`` and ``t`` only.
+        transposed copies.  Causal: the taps ``t - d`` and ``t`` only, and where ``t - d`` is before
+        the clip the past tap reads frame ``t`` itself instead of zero padding (the present stands in
+        for the unseen past, so an online model's first frames see features, not zeros).
         """
         d = conv.dilation[0]
         w = _per_channel(self.kernel(conv).t(), cdim)  # (3, 1, 1, Cg) or (3, Cg, 1, 1)
-        out = x * w[1]
-        if d < x.shape[1]:  # out is a fresh tensor, so adding the side taps in place is safe
+        out = x * w[1]  # a fresh tensor, so adding the side taps in place is safe
+        if d < x.shape[1]:
             out[:, d:].addcmul_(x[:, :-d], w[0])
             if not self.causal:
                 out[:, :-d].addcmul_(x[:, d:], w[2])
+        if self.causal:
+            head = min(d, x.shape[1])
+            out[:, :head].addcmul_(x[:, :head], w[0])
         return out
 
     def group_slices(self):
@@ -303,13 +309,15 @@ class LongTermBranch(nn.Module):
             kernels.append((k[:, 0].view(1, -1, 1, 1), k[:, 1].view(1, -1, 1, 1)))
         return kernels
 
-    def cascade_step(self, h, pasts, kernels, out):
+    def cascade_step(self, h, pasts, frames_seen, kernels, out):
         """One frame of the causal cascade: writes u1 … ug into ``out`` (N, C, H, W); returns the new pasts.
 
         ``pasts``: per group, the last ``d`` inputs of its tap, oldest first, as a tuple of ``d``
-        tensors (N, C/groups, H, W), or None at a video's start (zeros: the clip's zero padding);
-        ``kernels``: :meth:`step_kernels`.  Keeping the past as separate frames makes the new state a
-        re-arranged tuple (the frame ``t - d`` drops out, ``t`` comes in) instead of a copied buffer.
+        tensors (N, C/groups, H, W), or None at a video's start (zeros: never read, see below);
+        ``frames_seen`` (1,): frames before this one; ``kernels``: :meth:`step_kernels`.  While
+        ``frames_seen < d`` the past tap reads the present frame, as :meth:`_tconv` does before the
+        clip.  Keeping the past as separate frames makes the new state a re-arranged tuple (the
+        frame ``t - d`` drops out, ``t`` comes in) instead of a copied buffer.
         """
         new_pasts, prev = [], None
         for (w_past, w_now), sl, d in zip(kernels, self.group_slices(), self.dilations):
@@ -320,10 +328,11 @@ class LongTermBranch(nn.Module):
             else:
                 prev = torch.mul(v, w_now, out=out[:, sl])
             if pasts is None:
+                prev.addcmul_(v, w_past)
                 new_pasts.append((torch.zeros_like(v),) * (d - 1) + (v,))
             else:
                 past = pasts[len(new_pasts)]
-                prev.addcmul_(past[0], w_past)
+                prev.addcmul_(torch.where(frames_seen >= d, past[0], v), w_past)
                 new_pasts.append(past[1:] + (v,))
         return new_pasts
 
@@ -452,7 +461,7 @@ class LongShortModule(nn.Module):
                 del state[:d]
         scale, total = self.long.gate_step(h, state.pop(0) if state else None, frames_seen, alpha)
         out = torch.empty_like(h)
-        new_pasts = self.long.cascade_step(h, pasts, kernels, out)
+        new_pasts = self.long.cascade_step(h, pasts, frames_seen, kernels, out)
         for past in new_pasts:
             new += past
         new.append(total)

@@ -105,6 +105,24 @@ def test_module_matches_written_out_spec(T, branches):
     assert torch.allclose(m(h), _reference_lsm(m, h), atol=1e-10)
 
 
+def test_causal_taps_read_the_present_before_the_clip():
+    """Causal long branch, written out: u_t = K[1]·v_t + K[0]·v_{t-d}, with v_t itself standing in
+    for v_{t-d} while t < d (no zero padding); v the group input (h_g plus the previous group's u)."""
+    T = 6
+    lb = LongTermBranch(16, T, reduction=4, groups=4, causal=True).double()
+    _randomize(lb)
+    h = _clip(2, T, 16, 3, torch.float64)
+    x = h.view(2, T, 16, 3, 3)
+    us, prev = [], None
+    for conv, d, sl in zip(lb.taps, lb.dilations, lb.group_slices()):
+        v = x[:, :, sl] if prev is None else x[:, :, sl] + prev
+        k = lb.kernel(conv)  # (Cg, 3): taps t - d, t, t + d
+        past = torch.stack([v[:, t - d if t >= d else t] for t in range(T)], 1)
+        prev = k[:, 1].view(1, 1, -1, 1, 1) * v + k[:, 0].view(1, 1, -1, 1, 1) * past
+        us.append(prev)
+    assert torch.allclose(lb.aggregate(h), torch.cat(us, 2), atol=1e-12)
+
+
 def test_dilations_are_capped_at_half_the_segments():
     assert LongTermBranch(16, 16).dilations == (1, 2, 4, 8)
     assert LongTermBranch(16, 8).dilations == (1, 2, 4, 4)

@@ -214,7 +214,8 @@ def test_weights_are_read_at_a_videos_first_frame():
         for t in range(4):
             logits, state = streamer.step(clip[:, t], state)
             after.append(logits)
-    torch.testing.assert_close(torch.stack(after, 1), offline_frame_logits(model, clip), rtol=1e-5, atol=1e-5)
+    offline = offline_frame_logits(model, clip)
+    torch.testing.assert_close(torch.stack(after, 1), offline, rtol=1e-5, atol=1e-5 * offline.abs().max().item())
     assert not torch.allclose(after[3], before[3], atol=1e-4)
 
 
