@@ -261,7 +261,7 @@ class LongTermBranch(nn.Module):
 
     def _tconv(self, conv, x, cdim=2):
         """Depthwise temporal conv of a clip view ``x`` (time dim 1, channels ``cdim``, see
-        :func:`_clip_view`) with :meth:`kernel` of ``conv``, zero padded.
+        :func:`_clip_view`) with :meth:`kernel` of ``conv``, zero padded at the clip's ends.
 
         Same result as a (3, 1) conv with that kernel on the (N, Cg, T, H·W) layout, without the two
         transposed copies.  Causal: the taps ``t - d`` and ``t`` only, and where ``t - d`` is before
@@ -448,8 +448,8 @@ class LongShortModule(nn.Module):
         state = list(state) if state is not None else None
         new, excitation = [], None
         if self.short is not None:
-            d, smoothed = self.short.difference_step(h, state.pop(0) if state else None, frames_seen, reduce)
-            excitation = F.conv2d(self.short.add_context(d), expand).sigmoid_()
+            diff, smoothed = self.short.difference_step(h, state.pop(0) if state else None, frames_seen, reduce)
+            excitation = F.conv2d(self.short.add_context(diff), expand).sigmoid_()
             new.append(smoothed)
         if self.long is None:  # the same formula as forward()
             return torch.mul(h, excitation).mul_(2.0), tuple(new)
