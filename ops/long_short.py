@@ -359,16 +359,14 @@ class LongTermBranch(nn.Module):
         """α * γ, (N, 1, C) or causal (N, T, C): the clip gate times the per-channel scale."""
         return self.clip_gate(h) * self.alpha().view(1, 1, -1)
 
-    def gate_step(self, h, pooled_sum, frames_seen, alpha=None):
+    def gate_step(self, h, pooled_sum, frames_seen, alpha):
         """Causal α·γ of one frame ``h`` (N, C, H, W): (gate (N, C), new running sum (N, C)).
 
         ``pooled_sum``: sum of the spatially pooled frames seen so far (None at the start);
-        ``alpha``: :meth:`alpha` as (1, C) when the caller has it already.
+        ``alpha``: :meth:`alpha` as (1, C).
         """
         pooled = h.mean(dim=(2, 3))
         total = pooled if pooled_sum is None else pooled_sum + pooled
-        if alpha is None:
-            alpha = self.alpha().view(1, -1)
         return self._squeeze_excite(total / (frames_seen + 1)) * alpha, total
 
     def forward(self, h):
@@ -437,14 +435,13 @@ class LongShortModule(nn.Module):
             long_ = (self.long.alpha().view(1, -1), self.long.step_kernels())
         return short, long_
 
-    def stream_step(self, h, state, frames_seen, constants=None):
+    def stream_step(self, h, state, frames_seen, constants):
         """One frame ``h`` (N, C, H, W) of a causal module -> (h', new state); see :attr:`state_names`.
 
         Same numbers as :meth:`forward` on the whole clip, frame for frame.  ``constants``:
-        :meth:`step_constants` (computed here when not given).
+        :meth:`step_constants`.
         """
-        (reduce, expand), (alpha, kernels) = [
-            c if c is not None else (None, None) for c in constants or self.step_constants()]
+        (reduce, expand), (alpha, kernels) = [c if c is not None else (None, None) for c in constants]
         state = list(state) if state is not None else None
         new, excitation = [], None
         if self.short is not None:

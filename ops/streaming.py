@@ -45,21 +45,17 @@ class StreamContext:
         self.inputs = None       # per unit: tuple of tensors, or None at the start of a video
         self.outputs = None
         self.frames_seen = None  # (1,) float: frames of this video before the current one
-        self.constants = None    # per unit: its step_constants(), kept for a video (None: not kept)
+        self.constants = {}      # per unit: its step_constants(), kept for a video in eager inference
 
     def run(self, module, x):
         i = self.slots[id(module)]
         state = None if self.inputs is None else self.inputs[i]
-        if not hasattr(module, 'step_constants'):
-            y, new = module.stream_step(x, state, self.frames_seen)
-        else:
-            constants = self.constants.get(i) if self.constants is not None else None
-            if constants is None:
-                constants = module.step_constants()
-                if self.constants is not None:
-                    self.constants[i] = constants
-            y, new = module.stream_step(x, state, self.frames_seen, constants)
-        self.outputs[i] = new
+        constants = ()
+        if hasattr(module, 'step_constants'):
+            if i not in self.constants:
+                self.constants[i] = module.step_constants()
+            constants = (self.constants[i],)
+        y, self.outputs[i] = module.stream_step(x, state, self.frames_seen, *constants)
         return y
 
 
@@ -121,10 +117,9 @@ class Streamer(nn.Module):
             ctx.inputs, ctx.frames_seen = self._unflatten(state[1:]), state[0]
         # What the modules derive from the weights alone is computed at a video's first frame and
         # kept for the rest of it -- in eager inference only: a traced step (compile, export) or a
-        # recorded graph computes it in every call.
-        if not keep_constants or torch.is_grad_enabled():
-            ctx.constants = None
-        elif state is None or ctx.constants is None:
+        # recorded graph computes it in every call and keeps nothing.
+        keep = keep_constants and not torch.is_grad_enabled()
+        if state is None or not keep:
             ctx.constants = {}
         ctx.outputs = [None] * len(self.units)
         ctx.active = True
@@ -132,6 +127,8 @@ class Streamer(nn.Module):
             logits = self.model.new_fc(self.model.base_model(frame))
         finally:
             ctx.active = False
+            if not keep:
+                ctx.constants = {}
         flat = [ctx.frames_seen + 1]
         for new in ctx.outputs:
             flat.extend(new)
@@ -158,6 +155,35 @@ class Streamer(nn.Module):
         """Detach from the model's modules (they run offline as before; they do anyway between steps)."""
         for m in self.units:
             m.stream = None
+
+
+def _standard_strides(t):
+    """``t`` with the strides of a fresh contiguous tensor: a view when only size-1 dimensions differ
+    (slices of a batch of one), else a copy.  Dynamo guards on strides, so a state passed in with
+    other strides each frame would compile the step again."""
+    strides, step = [], 1
+    for size in reversed(t.shape):
+        strides.append(step)
+        step *= max(size, 1)
+    strides = tuple(reversed(strides))
+    if t.stride() == strides:
+        return t
+    return t.as_strided(t.shape, strides) if t.is_contiguous() else t.contiguous()
+
+
+class CompiledStep:
+    """:meth:`Streamer.step` through ``compiled``, a ``torch.compile`` of the streamer (its
+    :meth:`Streamer.forward`): the state starts as :meth:`Streamer.initial_state` (the same numbers
+    as no state) and always goes in with standard strides, so one graph serves every frame."""
+
+    def __init__(self, streamer, compiled):
+        self.streamer, self.compiled, self.model = streamer, compiled, streamer.model
+
+    def step(self, frame, state=None):
+        if state is None:
+            state = self.streamer.initial_state(frame)
+        out = self.compiled(frame, *(_standard_strides(s) for s in state))
+        return out[0], tuple(out[1:])
 
 
 @contextlib.contextmanager

@@ -59,7 +59,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops.config import ModelConfig  # noqa: E402
 from ops.models import build_model  # noqa: E402
-from ops.streaming import Streamer, offline_frame_logits  # noqa: E402
+from ops.streaming import CompiledStep, Streamer, offline_frame_logits  # noqa: E402
 from ops.utils import to_channels_last  # noqa: E402
 
 ARCHS = (('mobilenetv2', 'MobileNetV2', 'mbv2'), ('resnet50', 'ResNet-50', 'r50'))
@@ -111,22 +111,16 @@ class FloorRunner:
 
 
 class StreamRunner:
-    """``Streamer.step`` with the state carried; compiled: ``torch.compile(streamer)`` of its forward."""
+    """``Streamer.step`` with the state carried; compiled: through ``torch.compile(streamer)``."""
 
     def __init__(self, model, compiled=False):
         self.streamer = Streamer(model)
-        self.compiled = maybe_compile(self.streamer, compiled) if compiled else None
+        self.stepper = CompiledStep(self.streamer, maybe_compile(self.streamer, True)) if compiled else self.streamer
         self.state = None
 
     def step(self, frame):
-        if self.compiled is None:
-            logits, self.state = self.streamer.step(frame, self.state)
-            return logits
-        if self.state is None:
-            self.state = self.streamer.initial_state(frame)
-        out = self.compiled(frame, *self.state)
-        self.state = tuple(out[1:])
-        return out[0]
+        logits, self.state = self.stepper.step(frame, self.state)
+        return logits
 
 
 class WindowRunner:

@@ -200,34 +200,6 @@ class Pacer:
 
 # ---------------------------------------------------------------------------- model
 
-def _standard_strides(t):
-    """``t`` with the strides of a fresh contiguous tensor: a view when only size-1 dimensions differ
-    (slices of a batch of one), else a copy.  Dynamo guards on strides, so a state passed in with
-    other strides each frame would compile the step again."""
-    strides, step = [], 1
-    for size in reversed(t.shape):
-        strides.append(step)
-        step *= max(size, 1)
-    strides = tuple(reversed(strides))
-    if t.stride() == strides:
-        return t
-    return t.as_strided(t.shape, strides) if t.is_contiguous() else t.contiguous()
-
-
-class _CompiledSteps:
-    """``Streamer.step`` through ``torch.compile(streamer)``: the state starts as zeros (the same
-    numbers as no state) and always goes in with standard strides, so one graph serves every frame."""
-
-    def __init__(self, streamer, compiled):
-        self.streamer, self.compiled, self.model = streamer, compiled, streamer.model
-
-    def step(self, frame, state=None):
-        if state is None:
-            state = self.streamer.initial_state(frame)
-        out = self.compiled(frame, *(_standard_strides(s) for s in state))
-        return out[0], tuple(out[1:])
-
-
 def _compile_module():
     import ops.compile
     return ops.compile
@@ -235,14 +207,14 @@ def _compile_module():
 
 def build_recognizer(model, args, device, source='the model'):
     """``OnlineRecognizer`` over ``model`` (stride 1: the demo picks the frames itself)."""
-    from ops.streaming import OnlineRecognizer, Streamer
+    from ops.streaming import CompiledStep, OnlineRecognizer, Streamer
     try:
         streamer = Streamer(model)
     except LSNetError as e:
         raise LSNetError('{}: {}'.format(source, e)) from None
     step = streamer
     if args.compile:  # the compiled module runs Streamer.forward; the recognizer calls .step
-        step = _CompiledSteps(streamer, _compile_module().compile_model(streamer, args.compile_mode, device))
+        step = CompiledStep(streamer, _compile_module().compile_model(streamer, args.compile_mode, device))
     return OnlineRecognizer(step, stride=1, window=args.window or None)
 
 
