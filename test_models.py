@@ -238,7 +238,7 @@ def load_members(args, members, device, world):
         names, dcfg = this_names, dcfg or this_cfg
         if args.compile:  # after loading: the weights go into the eager module
             from ops.compile import compile_model
-            model = compile_model(model, args.compile_mode, device)
+            model = compile_model(model, args.compile_mode, device, inference=True)
         models.append((model, segments, coeff))
         loaders.append(loader)
     return models, loaders, names, dcfg

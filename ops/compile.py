@@ -91,22 +91,35 @@ def check_compile_support(device, mode='default'):
         raise LSNetError('--compile: device {} is not supported (cpu or cuda)'.format(device))
 
 
-def compile_model(model, mode='default', device=None):
+def compile_model(model, mode='default', device=None, inference=False):
     """``torch.compile(model, mode=mode, backend='inductor')`` after :func:`check_compile_support`.
 
     ``device`` defaults to that of the model's first parameter. The returned module shares
     ``model``'s parameters; compilation happens lazily at the first call of each kind (training,
     evaluation, a new input shape), which takes seconds to minutes on a CPU.
+
+    ``inference=True`` is for callers that only evaluate and never change the weights after this
+    call (test_models.py, the demos): Inductor's *freezing* then treats the weights as constants,
+    folds each batch norm into its convolution and gives oneDNN its weights pre-packed, which makes
+    compiled ResNet inference faster than eager on a CPU instead of slower (docs/performance.md).
+    Weights changed later would not reach the frozen code, so training (main.py, whose validation
+    runs between optimizer steps) compiles without it.
     """
     if device is None:
         device = next(model.parameters()).device
     check_compile_support(device, mode)
-    log.info('--compile: torch.compile (Inductor, mode %s); the first training and evaluation steps '
-             'compile, which takes a while', mode)
+    log.info('--compile: torch.compile (Inductor, mode %s%s); the first %s compile, which takes a while',
+             mode, ', weights frozen' if inference else '',
+             'calls' if inference else 'training and evaluation steps')
     if mode == 'reduce-overhead' and torch.device(device).type != 'cuda':
         log.info('--compile_mode reduce-overhead: its CUDA graphs apply on CUDA only; on %s it compiles as default',
                  device)
-    return torch.compile(model, mode=mode, backend='inductor')
+    if not inference:
+        return torch.compile(model, mode=mode, backend='inductor')
+    # torch.compile takes a mode or options, not both: the mode's own options plus freezing
+    from torch._inductor import list_mode_options
+    options = dict(list_mode_options(mode), freezing=True)
+    return torch.compile(model, backend='inductor', options=options)
 
 
 def unwrap(model):

@@ -177,6 +177,21 @@ def test_lsnet_block_compiled_equals_eager():
         assert_close(compiled(x), eager(x), 'inference output')
 
 
+@pytest.mark.parametrize('direction', ['bi', 'uni'])
+def test_frozen_inference_equals_eager(direction):
+    """``compile_model(..., inference=True)`` (Inductor freezing: weights as constants, batch norm
+    folded into the convolutions), as test_models.py and the demos compile: TSM of either shift and
+    an LSNet block with both branches active."""
+    tsm = build(dict(shift=True, shift_direction=direction), dropout=0.0).eval()
+    block = perturb_lsm(build(dict(shift=True, lsm=True, shift_direction=direction)).base_model.layer2[0]).eval()
+    g = torch.Generator().manual_seed(6)
+    block_x = torch.randn(2 * SEGMENTS, 64, 9, 9, generator=g).contiguous(memory_format=torch.channels_last)
+    for eager, x in ((tsm, clips(batch=2)), (block, block_x)):
+        compiled = compile_model(copy.deepcopy(eager), inference=True)
+        with torch.inference_mode():
+            assert_close(compiled(x), eager(x), 'frozen inference output')
+
+
 def test_lean_shift_compiled_equals_eager():
     """The fused shift + conv1 autograd function of ``--shift_mode lean``, forward and backward."""
     from ops.temporal_shift import TemporalShift

@@ -8,7 +8,8 @@ from archs.mobilenet_v2 import MobileNetV2
 from ops.errors import LSNetError
 from ops.non_local import NL3DWrapper, NonLocalBlock3D, make_non_local
 from ops.temporal_shift import (ShiftConv2dFunction, ShiftFunction, TemporalPool, TemporalShift,
-                                make_temporal_shift, shift_slicing, shift_tensor, temporal_shift)
+                                make_temporal_shift, shift_select, shift_slicing, shift_tensor,
+                                temporal_shift)
 
 # (N, T, C, shift_div): even/odd channels, T = 1, fold 0
 SHAPES = [(2, 4, 16, 8), (2, 3, 13, 4), (3, 1, 8, 4), (1, 4, 7, 8), (2, 8, 24, 8)]
@@ -86,6 +87,18 @@ def test_shift_tensor_matches_frame_by_frame(n, t, c, h, w, fold, direction):
     assert torch.equal(out, _frame_by_frame(x, t, fold, direction))
     if direction == 1 and fold == c // 8:
         assert torch.equal(out, shift_slicing(x, t, 8))
+
+
+@pytest.mark.parametrize('n,t,c,h,w,fold', CASES)
+@pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
+def test_select_form_for_compilers_equals_the_slice_copies(n, t, c, h, w, fold, memory_format):
+    """The form used while torch.compile traces: same numbers, both directions, both shifts, same layout."""
+    x = torch.randn(n * t, c, h, w).contiguous(memory_format=memory_format)
+    for direction in (1, -1):
+        out = shift_select(x, t, fold, direction)
+        assert torch.equal(out, _frame_by_frame(x, t, fold, direction))
+        assert out.is_contiguous(memory_format=memory_format)
+        assert torch.equal(shift_select(x, t, fold, direction, uni=True), shift_tensor(x, t, fold, direction, uni=True))
 
 
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.uint8])

@@ -98,7 +98,7 @@ def maybe_compile(module, compiled):
     if not compiled:
         return module
     from ops.compile import compile_model
-    return compile_model(module)
+    return compile_model(module, inference=True)
 
 
 class FloorRunner:

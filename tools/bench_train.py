@@ -131,7 +131,7 @@ class InferVariant:
         from ops.compile import compile_model
         self.name = name
         self.model = _build(arch, lsm, args).eval()
-        self.run = compile_model(self.model) if compiled else self.model
+        self.run = compile_model(self.model, inference=True) if compiled else self.model
         self.times = []
 
     def __call__(self, x, y=None):

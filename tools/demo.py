@@ -181,7 +181,7 @@ def run(args):
     net = model
     if args.compile:  # after loading: the weights go into the eager module
         from ops.compile import compile_model
-        net = compile_model(model, args.compile_mode, device)
+        net = compile_model(model, args.compile_mode, device, inference=True)
     probs = predict(model, clip, args.test_crops, args.channels_last, net=net)
     k = min(args.topk, model.num_class)
     scores, labels = probs.topk(k)

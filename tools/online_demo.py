@@ -214,7 +214,8 @@ def build_recognizer(model, args, device, source='the model'):
         raise LSNetError('{}: {}'.format(source, e)) from None
     step = streamer
     if args.compile:  # the compiled module runs Streamer.forward; the recognizer calls .step
-        step = CompiledStep(streamer, _compile_module().compile_model(streamer, args.compile_mode, device))
+        compiled = _compile_module().compile_model(streamer, args.compile_mode, device, inference=True)
+        step = CompiledStep(streamer, compiled)
     return OnlineRecognizer(step, stride=1, window=args.window or None)
 
 
