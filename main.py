@@ -48,6 +48,17 @@ def check_flags(args):
         raise LSNetError('--lsm_start must lie in [0, --epochs) (got {})'.format(args.lsm_start))
 
 
+def check_prefix_loss(cfg):
+    """``--prefix_loss`` scores each prefix of a clip on its own: only sound when no segment reads a later one."""
+    if cfg.consensus_type != 'avg':
+        raise LSNetError('--prefix_loss needs --consensus_type avg (got {})'.format(cfg.consensus_type))
+    for flag, on in (('--non_local', cfg.non_local), ('--temporal_pool', cfg.temporal_pool),
+                     ('--shift without --shift_direction uni', cfg.shift and not cfg.causal)):
+        if on:
+            raise LSNetError('--prefix_loss with {}: early segments would read later ones; it trains online '
+                             'models (--shift --shift_direction uni, or TSN)'.format(flag))
+
+
 def lsm_phase(model, epoch, lsm_start):
     """Context for one training epoch: before ``--lsm_start`` every long-short branch is off, so the
     network trains as TSM and the branches' parameters get no gradient (SGD leaves them, and their
@@ -325,6 +336,8 @@ def run(args):
 
     dcfg = prepare_dataset(args, world)
     cfg = ModelConfig.from_args(args, dcfg.num_class)
+    if args.prefix_loss:
+        check_prefix_loss(cfg)
     run_name = store_name(cfg, args.dataset, args.epochs, args.lr_type, args.dense_sample, args.suffix)
     log.info('storing name: %s', run_name)
     model, fc_lr5 = build_and_load(args, cfg, resume_ckpt, resume_path)
@@ -408,7 +421,7 @@ class TrainingRun:
             tr = train_one_epoch(self.net, train_loader, self.criterion, self.optimizer, self.schedule, epoch,
                                  scaler=self.scaler, clip_gradient=args.clip_gradient, print_freq=args.print_freq,
                                  should_stop=stop, on_step=lambda step, vals: logger.scalars(vals, step),
-                                 **self.loop_kw)
+                                 prefix_loss=args.prefix_loss, **self.loop_kw)
         if tr['interrupted']:
             log.warning('interrupted during epoch %d; last complete checkpoint: %s', epoch,
                         self.ckpt_path if os.path.exists(self.ckpt_path) else 'none')

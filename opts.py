@@ -65,6 +65,10 @@ def build_train_parser():
     p.add_argument('--clip-gradient', '--gd', default=None, type=float, metavar='W',
                    help='gradient norm clipping (default: disabled)')
     p.add_argument('--no_partialbn', '--npb', default=False, action='store_true')
+    p.add_argument('--prefix_loss', default=False, action='store_true',
+                   help='online models (--shift_direction uni, or TSN): average the loss over the '
+                        "clip's prefixes (mean logits of segments 1..t for every t), training the "
+                        'predictions made early in a streamed video')
     # ========================= Monitor Configs ==========================
     p.add_argument('--print-freq', '-p', default=20, type=int, metavar='N',
                    help='print frequency in steps (default: 20)')

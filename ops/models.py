@@ -238,8 +238,18 @@ class TSN(nn.Module):
         out = self.new_fc(self.base_model(x))
         return out.view(-1, self.output_segments, out.size(-1))
 
-    def forward(self, x):
-        out = self.consensus(self.frame_logits(x))
+    def forward(self, x, prefixes=False):
+        """Clip logits after the consensus, ``(N, num_class)`` for ``avg``.
+
+        ``prefixes=True`` (``avg`` consensus; ``--prefix_loss``): ``(N, T', num_class)``, for every
+        ``t`` the mean logits of segments ``1..t`` -- what an online recogniser scores once it has seen
+        ``t`` of them (:mod:`ops.streaming`); the last prefix is the ``avg`` consensus itself.
+        """
+        logits = self.frame_logits(x)
+        if prefixes:
+            seen = torch.arange(1, logits.shape[1] + 1, device=logits.device, dtype=logits.dtype)
+            return logits.cumsum(dim=1) / seen.view(1, -1, 1)
+        out = self.consensus(logits)
         return out.squeeze(1) if self.consensus.consensus_type == 'avg' else out
 
 

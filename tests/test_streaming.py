@@ -261,6 +261,42 @@ def test_recognizer_on_a_whole_clip_scores_as_the_offline_model():
     torch.testing.assert_close(scores, torch.softmax(offline, dim=0), rtol=1e-5, atol=1e-6)
 
 
+def test_prefixes_are_what_the_recognizer_scores_along_a_clip():
+    """``model(x, prefixes=True)`` (what ``--prefix_loss`` trains): after ``t`` frames of a clip the
+    recogniser's prediction is the softmax of prefix ``t``; the last prefix is the clip score."""
+    model = causal_model(lsm=True)
+    clip = torch.randn(1, SEGMENTS, 3, SIZE, SIZE)
+    with torch.no_grad():
+        prefixes = model(clip.view(SEGMENTS, 3, SIZE, SIZE), prefixes=True)[0]
+        whole = model(clip.view(SEGMENTS, 3, SIZE, SIZE))[0]
+    assert prefixes.shape == (SEGMENTS, 5)
+    torch.testing.assert_close(prefixes[-1], whole, rtol=1e-5, atol=1e-6)
+    recognizer = OnlineRecognizer(model)
+    for t in range(SEGMENTS):
+        scores = recognizer.update(clip[0, t])
+        torch.testing.assert_close(scores, torch.softmax(prefixes[t], dim=0), rtol=1e-5, atol=1e-6)
+
+
+def test_prefix_loss_trains_every_prefix():
+    """One training step with ``prefix_loss``: the loss reported is the cross-entropy averaged over
+    the clip's prefixes (not the whole clip's alone), the accuracy that of the whole clip."""
+    from ops.engine import LRSchedule, train_one_epoch
+    model = causal_model()
+    clips = torch.randn(2, SEGMENTS * 3, SIZE, SIZE)
+    target = torch.tensor([1, 3])
+    with torch.no_grad():
+        prefixes = model.train()(clips, prefixes=True)
+    ce = torch.nn.functional.cross_entropy
+    expected = float(sum(ce(prefixes[:, t], target) for t in range(SEGMENTS)) / SEGMENTS)
+    assert abs(expected - float(ce(prefixes[:, -1], target))) > 1e-3  # the two losses differ here
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    res = train_one_epoch(model, [(clips, target)], torch.nn.CrossEntropyLoss(), optimizer, LRSchedule(0.0, 0.0),
+                          0, device=torch.device('cpu'), prefix_loss=True)
+    assert res['loss'] == pytest.approx(expected, rel=1e-5)
+    hits = int((prefixes[:, -1].argmax(1) == target).sum())
+    assert res['top1'] == pytest.approx(100.0 * hits / 2)
+
+
 def test_offline_model_is_refused_by_the_streamer():
     cfg = ModelConfig(num_class=5, num_segments=SEGMENTS, arch='resnet18', pretrain='none', shift=True)
     with pytest.raises(LSNetError, match='shift_direction uni'):
