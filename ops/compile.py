@@ -114,12 +114,29 @@ def compile_model(model, mode='default', device=None, inference=False):
     if mode == 'reduce-overhead' and torch.device(device).type != 'cuda':
         log.info('--compile_mode reduce-overhead: its CUDA graphs apply on CUDA only; on %s it compiles as default',
                  device)
-    if not inference:
-        return torch.compile(model, mode=mode, backend='inductor')
-    # torch.compile takes a mode or options, not both: the mode's own options plus freezing
-    from torch._inductor import list_mode_options
-    options = dict(list_mode_options(mode), freezing=True)
-    return torch.compile(model, backend='inductor', options=options)
+    compiled = torch.compile(model, mode=mode, backend='inductor')
+    return FrozenCompiled(model, compiled) if inference else compiled
+
+
+class FrozenCompiled(torch.nn.Module):
+    """``compiled`` (``torch.compile`` of ``model``) called with Inductor's freezing switched on.
+
+    Freezing has to be on while Dynamo traces, which happens inside a call (the first one, and any
+    recompilation for a new input shape): then the weights are taken into the graph as constants;
+    ``torch.compile(options={'freezing': True})`` reaches the backend only, after the weights have
+    become graph inputs, and freezes nothing.  ``_orig_mod`` is the eager ``model``, as on
+    ``compiled``, so :func:`unwrap` and ``.eval()`` reach it.
+    """
+
+    def __init__(self, model, compiled):
+        super().__init__()
+        self._orig_mod = model
+        object.__setattr__(self, 'compiled', compiled)  # not a submodule: it holds _orig_mod itself
+
+    def forward(self, *args, **kwargs):
+        from torch._inductor import config
+        with config.patch(freezing=True):
+            return self.compiled(*args, **kwargs)
 
 
 def unwrap(model):

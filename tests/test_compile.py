@@ -189,7 +189,13 @@ def test_frozen_inference_equals_eager(direction):
     for eager, x in ((tsm, clips(batch=2)), (block, block_x)):
         compiled = compile_model(copy.deepcopy(eager), inference=True)
         with torch.inference_mode():
-            assert_close(compiled(x), eager(x), 'frozen inference output')
+            out = compiled(x)
+            assert_close(out, eager(x), 'frozen inference output')
+            if eager is tsm:  # freezing is in effect: TSM's weights are constants of the compiled code
+                for p in unwrap(compiled).parameters():
+                    p.mul_(0.5)
+                assert torch.equal(compiled(x), out)
+                assert not torch.allclose(unwrap(compiled)(x), out)
 
 
 def test_lean_shift_compiled_equals_eager():
