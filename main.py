@@ -46,6 +46,8 @@ def check_flags(args):
         raise LSNetError('--lsm_start needs --lsm')
     if not 0 <= args.lsm_start < args.epochs:
         raise LSNetError('--lsm_start must lie in [0, --epochs) (got {})'.format(args.lsm_start))
+    if not 0 <= args.prefix_loss <= 1:
+        raise LSNetError('--prefix_loss must lie in [0, 1] (got {})'.format(args.prefix_loss))
 
 
 def check_prefix_loss(cfg):

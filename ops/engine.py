@@ -286,10 +286,10 @@ def train_one_epoch(model, loader, criterion, optimizer, schedule, epoch, *, dev
                     norm=None, print_freq=20, should_stop=None, on_step=None, prefix_loss=False):
     """One pass over ``loader``; returns a dict of loss, top1, top5, clips/s, steps, interrupted.
 
-    ``prefix_loss`` (``--prefix_loss``, online models): the loss is the mean over the clip's
-    prefixes (segments ``1..t`` for every ``t``, see ``TSN.forward``) instead of the whole clip
-    alone, so the predictions an online recogniser makes early in a video are trained too; the
-    accuracies are those of the whole clip, as without.
+    ``prefix_loss`` ``W`` (``--prefix_loss``, online models): the loss is ``(1 - W)`` times the
+    whole clip's plus ``W`` times the mean over the clip's prefixes (segments ``1..t`` for every
+    ``t``, see ``TSN.forward``), so the predictions an online recogniser makes early in a video are
+    trained too; the accuracies are those of the whole clip, as without.
 
     Raises :class:`NonFiniteLoss` (before any weight update from that step) when the loss is not
     finite on any process.  ``should_stop()`` is polled each step and ends the epoch early with
@@ -304,9 +304,11 @@ def train_one_epoch(model, loader, criterion, optimizer, schedule, epoch, *, dev
         clips, target = prepare_clips(clips, device, channels_last, norm), target.to(device, non_blocking=True)
         with autocast_context(device, amp):
             output = model(clips, prefixes=True) if prefix_loss else model(clips)
-        if prefix_loss:  # (N, T, K): every prefix scored against the clip's label, then the whole clip
+        if prefix_loss:  # (N, T, K): every prefix scored against the clip's label; the last is the clip
             loss = criterion(output.float().flatten(0, 1), target.repeat_interleave(output.shape[1]))
             output = output[:, -1]
+            if prefix_loss < 1:
+                loss = prefix_loss * loss + (1 - prefix_loss) * criterion(output.float(), target)
         else:
             loss = criterion(output.float(), target)
         stats = step_statistics(loss, output, target, world, should_stop is not None and should_stop())

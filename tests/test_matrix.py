@@ -182,7 +182,7 @@ def test_online_run_with_prefix_loss(data, tmp_path, caplog):
     """``--prefix_loss`` through main.py: an online LSNet trains, validates and saves as without."""
     out = str(tmp_path)
     caplog.set_level('INFO')
-    assert train_main.main(train_argv('LSNet-uni', data, out, extra=['--prefix_loss'])) == 0
+    assert train_main.main(train_argv('LSNet-uni', data, out, extra=['--prefix_loss', '0.5'])) == 0
     ck = load(os.path.join(run_folder(out), 'ckpt.pth.tar'))
     assert ck['config']['shift_direction'] == 'uni' and ck['config']['lsm']
     assert 'Testing Results' in caplog.text or 'Prec@1' in caplog.text
@@ -258,8 +258,10 @@ def test_export(kind, trained, tmp_path, capsys):
     (['--shift_direction', 'uni'], ['--shift_direction uni', '--shift']),
     (['--shift', '--prefix_loss'], ['--prefix_loss', '--shift_direction uni']),
     (['--non_local', '--prefix_loss'], ['--prefix_loss', '--non_local']),
+    (['--shift', '--shift_direction', 'uni', '--prefix_loss', '1.5'], ['--prefix_loss', '[0, 1]']),
 ], ids=['nl-mobilenetv2', 'tpool-mobilenetv2', 'block-mobilenetv2', 'lsm-without-shift', 'tpool-odd-segments',
-        'uni-nl', 'uni-tpool', 'uni-without-shift', 'prefix-loss-bidirectional', 'prefix-loss-non-local'])
+        'uni-nl', 'uni-tpool', 'uni-without-shift', 'prefix-loss-bidirectional', 'prefix-loss-non-local',
+        'prefix-loss-weight'])
 def test_unsupported_combination_is_one_line_error(flags, names, data, tmp_path, capsys):
     argv = train_argv('TSN', data, str(tmp_path)) + flags
     assert train_main.main(argv) == 2

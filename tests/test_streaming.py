@@ -277,9 +277,10 @@ def test_prefixes_are_what_the_recognizer_scores_along_a_clip():
         torch.testing.assert_close(scores, torch.softmax(prefixes[t], dim=0), rtol=1e-5, atol=1e-6)
 
 
-def test_prefix_loss_trains_every_prefix():
-    """One training step with ``prefix_loss``: the loss reported is the cross-entropy averaged over
-    the clip's prefixes (not the whole clip's alone), the accuracy that of the whole clip."""
+@pytest.mark.parametrize('weight', [1.0, 0.5])
+def test_prefix_loss_trains_every_prefix(weight):
+    """One training step with ``prefix_loss`` ``W``: the loss reported is ``W`` x the cross-entropy
+    averaged over the clip's prefixes + ``(1 - W)`` x the whole clip's, the accuracy the clip's."""
     from ops.engine import LRSchedule, train_one_epoch
     model = causal_model()
     clips = torch.randn(2, SEGMENTS * 3, SIZE, SIZE)
@@ -287,11 +288,13 @@ def test_prefix_loss_trains_every_prefix():
     with torch.no_grad():
         prefixes = model.train()(clips, prefixes=True)
     ce = torch.nn.functional.cross_entropy
-    expected = float(sum(ce(prefixes[:, t], target) for t in range(SEGMENTS)) / SEGMENTS)
-    assert abs(expected - float(ce(prefixes[:, -1], target))) > 1e-3  # the two losses differ here
+    mean_prefix, clip = float(sum(ce(prefixes[:, t], target) for t in range(SEGMENTS)) / SEGMENTS), float(
+        ce(prefixes[:, -1], target))
+    assert abs(mean_prefix - clip) > 1e-3  # the two losses differ here
+    expected = weight * mean_prefix + (1 - weight) * clip
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     res = train_one_epoch(model, [(clips, target)], torch.nn.CrossEntropyLoss(), optimizer, LRSchedule(0.0, 0.0),
-                          0, device=torch.device('cpu'), prefix_loss=True)
+                          0, device=torch.device('cpu'), prefix_loss=weight)
     assert res['loss'] == pytest.approx(expected, rel=1e-5)
     hits = int((prefixes[:, -1].argmax(1) == target).sum())
     assert res['top1'] == pytest.approx(100.0 * hits / 2)
