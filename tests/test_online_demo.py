@@ -290,8 +290,8 @@ def test_compile_runs_the_step_through_the_compiled_streamer(files, monkeypatch,
             calls.append(('check', mode))
 
         @staticmethod
-        def compile_model(streamer, mode, device):
-            assert isinstance(streamer, Streamer)
+        def compile_model(streamer, mode, device, inference=False):
+            assert isinstance(streamer, Streamer) and inference  # weights frozen: the demo only infers
 
             def compiled(frame, *state):
                 calls.append(tuple(s.stride() for s in state))
