@@ -65,11 +65,11 @@ def build_train_parser():
     p.add_argument('--clip-gradient', '--gd', default=None, type=float, metavar='W',
                    help='gradient norm clipping (default: disabled)')
     p.add_argument('--no_partialbn', '--npb', default=False, action='store_true')
-    p.add_argument('--prefix_loss', default=0.0, type=float, nargs='?', const=1.0, metavar='W',
+    p.add_argument('--prefix_loss', default=0.0, type=float, nargs='?', const=0.5, metavar='W',
                    help='online models (--shift_direction uni, or TSN): train the predictions made early '
                         "in a streamed video; the loss is (1-W) x the clip's + W x the mean over the clip's "
-                        'prefixes (mean logits of segments 1..t for every t); W defaults to 1 when the flag '
-                        'is given without a value')
+                        'prefixes (mean logits of segments 1..t for every t); W is 0.5 when the flag is '
+                        'given without a value')
     # ========================= Monitor Configs ==========================
     p.add_argument('--print-freq', '-p', default=20, type=int, metavar='N',
                    help='print frequency in steps (default: 20)')

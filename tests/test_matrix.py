@@ -18,6 +18,7 @@ import torch
 
 import main as train_main
 import test_models
+from opts import build_train_parser
 from tests.fakes import write_frames, write_lines
 from tools import demo, export
 
@@ -179,10 +180,12 @@ def test_bidirectional_run_fine_tunes_into_online_model(target, trained, data, t
 
 
 def test_online_run_with_prefix_loss(data, tmp_path, caplog):
-    """``--prefix_loss`` through main.py: an online LSNet trains, validates and saves as without."""
+    """``--prefix_loss`` through main.py: an online LSNet trains, validates and saves as without;
+    the bare flag means weight 0.5."""
+    assert build_train_parser().parse_args(['custom', 'RGB', '--prefix_loss']).prefix_loss == 0.5
     out = str(tmp_path)
     caplog.set_level('INFO')
-    assert train_main.main(train_argv('LSNet-uni', data, out, extra=['--prefix_loss', '0.5'])) == 0
+    assert train_main.main(train_argv('LSNet-uni', data, out, extra=['--prefix_loss'])) == 0
     ck = load(os.path.join(run_folder(out), 'ckpt.pth.tar'))
     assert ck['config']['shift_direction'] == 'uni' and ck['config']['lsm']
     assert 'Testing Results' in caplog.text or 'Prec@1' in caplog.text
