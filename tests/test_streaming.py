@@ -288,8 +288,8 @@ def test_prefix_loss_trains_every_prefix(weight):
     with torch.no_grad():
         prefixes = model.train()(clips, prefixes=True)
     ce = torch.nn.functional.cross_entropy
-    mean_prefix, clip = float(sum(ce(prefixes[:, t], target) for t in range(SEGMENTS)) / SEGMENTS), float(
-        ce(prefixes[:, -1], target))
+    mean_prefix = float(sum(ce(prefixes[:, t], target) for t in range(SEGMENTS))) / SEGMENTS
+    clip = float(ce(prefixes[:, -1], target))
     assert abs(mean_prefix - clip) > 1e-3  # the two losses differ here
     expected = weight * mean_prefix + (1 - weight) * clip
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
