@@ -4,6 +4,13 @@ import torch
 CONSENSUS_TYPES = ('avg', 'identity')
 
 
+def running_mean(x, dim=1):
+    """Mean of the first ``t`` entries along ``dim``, for every ``t``: what an online model has seen so
+    far (``(N, T, ...)`` -> same shape; the last entry is the plain mean)."""
+    seen = torch.arange(1, x.shape[dim] + 1, device=x.device, dtype=x.dtype)
+    return x.cumsum(dim=dim) / seen.view(-1, *([1] * (x.dim() - dim - 1)))
+
+
 class ConsensusModule(torch.nn.Module):
     """``avg``: ``(N, T, K) → (N, 1, K)`` mean over segments; ``identity``: unchanged."""
 

@@ -56,6 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from ops.basic_ops import running_mean
 from ops.errors import LSNetError
 
 log = logging.getLogger(__name__)
@@ -352,8 +353,7 @@ class LongTermBranch(nn.Module):
             pooled = h.view(n, -1, h.shape[1], h.shape[2] * h.shape[3]).mean(dim=(1, 3))
             return self._squeeze_excite(pooled)[:, None]
         pooled = h.mean(dim=(2, 3)).view(n, -1, h.shape[1])  # per frame, reduced as gate_step does
-        seen = torch.arange(1, pooled.shape[1] + 1, device=h.device, dtype=pooled.dtype).view(1, -1, 1)
-        return self._squeeze_excite(pooled.cumsum(dim=1) / seen)
+        return self._squeeze_excite(running_mean(pooled, dim=1))
 
     def gate(self, h):
         """α * γ, (N, 1, C) or causal (N, T, C): the clip gate times the per-channel scale."""

@@ -12,7 +12,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from ops.backbones import build_backbone
-from ops.basic_ops import ConsensusModule
+from ops.basic_ops import ConsensusModule, running_mean
 from ops.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -247,8 +247,7 @@ class TSN(nn.Module):
         """
         logits = self.frame_logits(x)
         if prefixes:
-            seen = torch.arange(1, logits.shape[1] + 1, device=logits.device, dtype=logits.dtype)
-            return logits.cumsum(dim=1) / seen.view(1, -1, 1)
+            return running_mean(logits, dim=1)
         out = self.consensus(logits)
         return out.squeeze(1) if self.consensus.consensus_type == 'avg' else out
 
