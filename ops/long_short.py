@@ -109,6 +109,15 @@ def _per_channel(w, cdim):
     return w[..., None, None, :] if cdim == -1 else w[..., None, None]
 
 
+def _dense_batch_stride(x):
+    """``x`` (1, C, H, W) viewed with the batch stride of a dense tensor.  The stride of a size-1
+    dimension is arbitrary and element-wise ops may leave any value there, but a convolution reads
+    an odd one as "not channels_last", takes a slow path and writes its output channels-first."""
+    if x.shape[0] == 1 and x.stride(0) != x.numel():
+        return x.as_strided(x.shape, (x.numel(),) + x.stride()[1:])
+    return x
+
+
 def _split_clips(x, num_segments):
     """(N·T, ...) -> N, checking the batch holds whole clips."""
     nt = x.shape[0]
@@ -166,13 +175,16 @@ class ShortTermBranch(nn.Module):
         """Causal ``D-`` of one frame ``h`` (N, C, H, W) and the new state.
 
         ``previous``: the smoothed ``Ẑ`` of the previous frame (N, C_r, H, W), or None at the start;
-        ``frames_seen`` (1,): frames before this one (the difference is zero at the first frame);
+        ``frames_seen``: frames before this one (the difference is zero at the first frame), an int
+        when the streamer knows it (eager), else a (1,) tensor (a traced step);
         ``reduce``: :meth:`folded_reduce` when the caller has it (eval mode), else conv then BN.
         """
         z = self.bn(self.reduce(h)) if reduce is None else F.conv2d(h, *reduce)
         zs = self.smooth(z)
         if previous is None:
             return torch.zeros_like(z), zs
+        if isinstance(frames_seen, int):
+            return (previous - z if frames_seen > 0 else torch.zeros_like(z)), zs
         # a zero-filled state (an exported step's first frame) must give a zero difference too
         return (previous - z).mul_((frames_seen > 0).to(z.dtype)), zs
 
@@ -186,7 +198,7 @@ class ShortTermBranch(nn.Module):
             return m + F.interpolate(ctx, size=(height, width), mode='nearest')
         # even sizes: nearest 2x upsampling is a broadcast over 2x2 cells (no upsampled map made)
         cells = m.view(n, c, height // 2, 2, width // 2, 2) + ctx[:, :, :, None, :, None]
-        return cells.reshape(n, c, height, width)
+        return _dense_batch_stride(cells.reshape(n, c, height, width))
 
     def motion(self, h):
         """M̄ (N·T, 2·C_r or C_r, H, W)."""
@@ -315,7 +327,8 @@ class LongTermBranch(nn.Module):
 
         ``pasts``: per group, the last ``d`` inputs of its tap, oldest first, as a tuple of ``d``
         tensors (N, C/groups, H, W), or None at a video's start (zeros: never read, see below);
-        ``frames_seen`` (1,): frames before this one; ``kernels``: :meth:`step_kernels`.  While
+        ``frames_seen``: frames before this one (int or (1,) tensor, as in :meth:`ShortTermBranch.difference_step`);
+        ``kernels``: :meth:`step_kernels`.  While
         ``frames_seen < d`` the past tap reads the present frame, as :meth:`_tconv` does before the
         clip.  Keeping the past as separate frames makes the new state a re-arranged tuple (the
         frame ``t - d`` drops out, ``t`` comes in) instead of a copied buffer.
@@ -333,7 +346,10 @@ class LongTermBranch(nn.Module):
                 new_pasts.append((torch.zeros_like(v),) * (d - 1) + (v,))
             else:
                 past = pasts[len(new_pasts)]
-                prev.addcmul_(torch.where(frames_seen >= d, past[0], v), w_past)
+                if isinstance(frames_seen, int):  # eager: no selection pass over the map
+                    prev.addcmul_(past[0] if frames_seen >= d else v, w_past)
+                else:
+                    prev.addcmul_(torch.where(frames_seen >= d, past[0], v), w_past)
                 new_pasts.append(past[1:] + (v,))
         return new_pasts
 

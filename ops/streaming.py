@@ -45,6 +45,7 @@ class StreamContext:
         self.inputs = None       # per unit: tuple of tensors, or None at the start of a video
         self.outputs = None
         self.frames_seen = None  # (1,) float: frames of this video before the current one
+        self.frames_known = None  # the same as an int when the streamer knows it without reading the tensor
         self.constants = {}      # per unit: its step_constants(), kept for a video in eager inference
 
     def run(self, module, x):
@@ -55,7 +56,9 @@ class StreamContext:
             if i not in self.constants:
                 self.constants[i] = module.step_constants()
             constants = (self.constants[i],)
-        y, self.outputs[i] = module.stream_step(x, state, self.frames_seen, *constants)
+        # an int lets an eager step branch in Python instead of selecting over whole maps
+        seen = self.frames_seen if self.frames_known is None else self.frames_known
+        y, self.outputs[i] = module.stream_step(x, state, seen, *constants)
         return y
 
 
@@ -88,6 +91,7 @@ class Streamer(nn.Module):
         self._unit_names = [names[id(m)] for m in self.units]
         self._sizes = [len(m.state_names) for m in self.units]
         self.context = StreamContext(self.units)
+        self._counted = None  # (frames_seen tensor the last eager step returned, its value as an int)
         for m in self.units:
             m.stream = self.context
 
@@ -121,6 +125,14 @@ class Streamer(nn.Module):
         keep = keep_constants and not torch.is_grad_enabled()
         if state is None or not keep:
             ctx.constants = {}
+        # The frame count as an int, without reading the tensor (no device sync): known at a video's
+        # start and when ``state`` is the one the previous eager step returned.
+        ctx.frames_known = None
+        if keep:
+            if state is None:
+                ctx.frames_known = 0
+            elif self._counted is not None and state[0] is self._counted[0]:
+                ctx.frames_known = self._counted[1]
         ctx.outputs = [None] * len(self.units)
         ctx.active = True
         try:
@@ -132,7 +144,8 @@ class Streamer(nn.Module):
         flat = [ctx.frames_seen + 1]
         for new in ctx.outputs:
             flat.extend(new)
-        ctx.inputs = ctx.outputs = None
+        self._counted = None if ctx.frames_known is None else (flat[0], ctx.frames_known + 1)
+        ctx.inputs = ctx.outputs = ctx.frames_known = None
         return logits, tuple(flat)
 
     def forward(self, frame, *state):

@@ -102,7 +102,14 @@ def test_module_matches_written_out_spec(T, branches):
     m = LongShortModule(32, T, reduction=8, groups=4, branches=branches).double().eval()
     _randomize(m)
     h = _clip(2, T, 32, 7, torch.float64)
-    assert torch.allclose(m(h), _reference_lsm(m, h), atol=1e-10)
+    expected = _reference_lsm(m, h)
+    assert torch.allclose(m(h), expected, atol=1e-10)
+    # the same without autograd, in either memory layout
+    with torch.no_grad():
+        assert torch.allclose(m(h), expected, atol=1e-10)
+        out = m.to(memory_format=torch.channels_last)(h.contiguous(memory_format=torch.channels_last))
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(out, expected, atol=1e-10)
 
 
 def test_causal_taps_read_the_present_before_the_clip():

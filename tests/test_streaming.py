@@ -174,6 +174,39 @@ def test_streaming_with_grad_enabled_and_channels_last_is_the_same():
     assert_rel_close(torch.stack(out, 1), expected)
 
 
+def test_frame_count_known_or_read_from_the_state_gives_the_same_numbers():
+    """An eager step knows the frame count as an int when it is handed back the state it returned;
+    given any other state (here a copy of it) it reads the count from the tensor.  Both give the
+    same logits, bit for bit, through the first frames (where the causal taps read the present)."""
+    model = causal_model(lsm=True)
+    clip = torch.randn(1, 6, 3, SIZE, SIZE)
+    streamer = Streamer(model)
+    known, copied = [], []
+    with torch.no_grad():
+        state = None
+        for t in range(clip.shape[1]):
+            logits, state = streamer.step(clip[:, t], state)
+            known.append(logits)
+        state = None
+        for t in range(clip.shape[1]):
+            logits, state = streamer.step(clip[:, t], None if state is None else tuple(s.clone() for s in state))
+            assert t == 0 or streamer.context.frames_known is None and streamer._counted is None
+            copied.append(logits)
+    assert all(torch.equal(a, b) for a, b in zip(known, copied))
+
+
+def test_single_frame_maps_keep_channels_last_through_the_short_branch():
+    """A batch of one leaves element-wise results with an arbitrary batch stride; the short branch
+    gives its map a dense one, else the expansion conv takes a slow path and writes channels-first."""
+    model = causal_model(lsm=True).to(memory_format=torch.channels_last)
+    lsm = next(m for m in model.modules() if isinstance(m, LongShortModule))
+    m = torch.randn(1, 8, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        context = lsm.short.add_context(m)
+        assert context.stride(0) == context.numel()
+        assert lsm.short.expand(context).is_contiguous(memory_format=torch.channels_last)
+
+
 def test_state_shapes_are_the_documented_ones():
     model = causal_model(lsm=True, lsm_reduction=16, lsm_groups=4)
     streamer = Streamer(model)
