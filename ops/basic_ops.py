@@ -1,5 +1,7 @@
-"""Segment consensus: combine per-segment scores ``(N, T, K)`` into clip scores."""
+"""Small tensor helpers of the model: segment consensus (per-segment scores ``(N, T, K)`` into clip
+scores), running means over time, and a channel concatenation for compiled code."""
 import torch
+import torch.nn.functional as F
 
 CONSENSUS_TYPES = ('avg', 'identity')
 
@@ -9,6 +11,29 @@ def running_mean(x, dim=1):
     far (``(N, T, ...)`` -> same shape; the last entry is the plain mean)."""
     seen = torch.arange(1, x.shape[dim] + 1, device=x.device, dtype=x.dtype)
     return x.cumsum(dim=dim) / seen.view(-1, *([1] * (x.dim() - dim - 1)))
+
+
+def concat_channels(parts, like):
+    """``torch.cat(parts, dim=1)`` of ``(N, C_i, H, W)`` maps, written as one element-wise selection
+    by channel, in the memory format of ``like`` (channels_last or contiguous).
+
+    For compiled code only: Inductor lowers a channel concatenation of channels_last maps into a
+    kernel that writes channel by channel; the selection fuses into one kernel that writes every
+    pixel's channels together (cf. ``ops.temporal_shift.shift_select``).  In eager mode the
+    concatenation is cheaper.
+    """
+    total = sum(p.size(1) for p in parts)
+    channel = torch.arange(total, device=parts[-1].device).view(1, total, 1, 1)
+    end = total
+    out = None
+    for part in reversed(parts):
+        start = end - part.size(1)
+        padded = F.pad(part, (0, 0, 0, 0, start, total - end))
+        out = padded if out is None else torch.where(channel < end, padded, out)
+        end = start
+    if not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 class ConsensusModule(torch.nn.Module):

@@ -56,7 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from ops.basic_ops import running_mean
+from ops.basic_ops import concat_channels, running_mean
 from ops.errors import LSNetError
 
 log = logging.getLogger(__name__)
@@ -322,8 +322,10 @@ class LongTermBranch(nn.Module):
             kernels.append((k[:, 0].view(1, -1, 1, 1), k[:, 1].view(1, -1, 1, 1)))
         return kernels
 
-    def cascade_step(self, h, pasts, frames_seen, kernels, out):
-        """One frame of the causal cascade: writes u1 … ug into ``out`` (N, C, H, W); returns the new pasts.
+    def cascade_step(self, h, pasts, frames_seen, kernels, out=None):
+        """One frame of the causal cascade: (new pasts, [u1 … ug]), the u written into the channel
+        groups of ``out`` (N, C, H, W) when given, else fresh tensors (compiled code: see
+        :func:`ops.basic_ops.concat_channels`).
 
         ``pasts``: per group, the last ``d`` inputs of its tap, oldest first, as a tuple of ``d``
         tensors (N, C/groups, H, W), or None at a video's start (zeros: never read, see below);
@@ -333,14 +335,17 @@ class LongTermBranch(nn.Module):
         clip.  Keeping the past as separate frames makes the new state a re-arranged tuple (the
         frame ``t - d`` drops out, ``t`` comes in) instead of a copied buffer.
         """
-        new_pasts, prev = [], None
+        new_pasts, us, prev = [], [], None
         for (w_past, w_now), sl, d in zip(kernels, self.group_slices(), self.dilations):
             v = h[:, sl] if prev is None else h[:, sl] + prev
+            if out is None:
+                prev = v * w_now
             # out= records no graph and a traced step may later run with grad: in-place ops on the view then
-            if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            elif torch.is_grad_enabled() or torch.compiler.is_compiling():
                 prev = out[:, sl].copy_(v).mul_(w_now)
             else:
                 prev = torch.mul(v, w_now, out=out[:, sl])
+            us.append(prev)
             if pasts is None:
                 prev.addcmul_(v, w_past)
                 new_pasts.append((torch.zeros_like(v),) * (d - 1) + (v,))
@@ -351,7 +356,7 @@ class LongTermBranch(nn.Module):
                 else:
                     prev.addcmul_(torch.where(frames_seen >= d, past[0], v), w_past)
                 new_pasts.append(past[1:] + (v,))
-        return new_pasts
+        return new_pasts, us
 
     def aggregate(self, h):
         """[u1 … ug] as (N, T, C, H, W)."""
@@ -473,13 +478,14 @@ class LongShortModule(nn.Module):
                 pasts.append(tuple(state[:d]))
                 del state[:d]
         scale, total = self.long.gate_step(h, state.pop(0) if state else None, frames_seen, alpha)
-        out = torch.empty_like(h)
-        new_pasts = self.long.cascade_step(h, pasts, frames_seen, kernels, out)
+        tracing = torch.compiler.is_compiling()
+        out = None if tracing else torch.empty_like(h)
+        new_pasts, us = self.long.cascade_step(h, pasts, frames_seen, kernels, out)
         for past in new_pasts:
             new += past
         new.append(total)
-        # forward()'s L + 2·h·σ(2E), in place in the buffer that holds L: the same numbers
-        out.mul_(scale[:, :, None, None])
+        # forward()'s L + 2·h·σ(2E); eager: in place in the buffer that holds L, the same numbers
+        out = concat_channels(us, like=h) * scale[:, :, None, None] if tracing else out.mul_(scale[:, :, None, None])
         if excitation is None:
             return out.add_(h), tuple(new)
         return out.addcmul_(h, excitation, value=2.0), tuple(new)

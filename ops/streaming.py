@@ -154,11 +154,12 @@ class Streamer(nn.Module):
         return (logits,) + new
 
     def initial_state(self, frame):
-        """The state before a video's first frame, as concrete zero tensors shaped for ``frame``
-        (standard strides, so a compiled or exported step sees one layout from the first frame on)."""
+        """The state before a video's first frame, as concrete zero tensors shaped for ``frame``, each
+        in the layout the step itself returns it in (:func:`_dense_strides`), so a compiled or exported
+        step sees one layout from the first frame on."""
         with torch.no_grad():
             _, state = self.step(frame)
-        return tuple(torch.zeros(s.shape, dtype=s.dtype, device=s.device) for s in state)
+        return tuple(torch.zeros_like(s, memory_format=_memory_format(s)) for s in state)
 
     def state_shapes(self, frame):
         """``{name: shape}`` of the state for frames shaped like ``frame``."""
@@ -170,24 +171,31 @@ class Streamer(nn.Module):
             m.stream = None
 
 
-def _standard_strides(t):
-    """``t`` with the strides of a fresh contiguous tensor: a view when only size-1 dimensions differ
-    (slices of a batch of one), else a copy.  Dynamo guards on strides, so a state passed in with
-    other strides each frame would compile the step again."""
-    strides, step = [], 1
-    for size in reversed(t.shape):
-        strides.append(step)
-        step *= max(size, 1)
-    strides = tuple(reversed(strides))
+def _memory_format(t):
+    """channels_last for a 4-D map laid out so (the state of a channels_last model), else contiguous."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _dense_strides(t):
+    """``t`` with the strides of a fresh tensor in its own layout (:func:`_memory_format`): a view when
+    only the strides of size-1 dimensions differ (slices of a batch of one), else a copy.  Dynamo
+    guards on strides, so a state passed in with other strides each frame would compile the step
+    again; and a channels_last state converted to channels-first would make every compiled kernel
+    that reads or writes it transpose."""
+    fmt = _memory_format(t)
+    strides = torch.empty(t.shape, dtype=t.dtype, device='meta', memory_format=fmt).stride()
     if t.stride() == strides:
         return t
-    return t.as_strided(t.shape, strides) if t.is_contiguous() else t.contiguous()
+    return t.as_strided(t.shape, strides) if t.is_contiguous(memory_format=fmt) else t.contiguous(memory_format=fmt)
 
 
 class CompiledStep:
     """:meth:`Streamer.step` through ``compiled``, a ``torch.compile`` of the streamer (its
     :meth:`Streamer.forward`): the state starts as :meth:`Streamer.initial_state` (the same numbers
-    as no state) and always goes in with standard strides, so one graph serves every frame."""
+    as no state) and always goes in with the strides of a fresh tensor in its layout, so one graph
+    serves every frame."""
 
     def __init__(self, streamer, compiled):
         self.streamer, self.compiled, self.model = streamer, compiled, streamer.model
@@ -195,7 +203,7 @@ class CompiledStep:
     def step(self, frame, state=None):
         if state is None:
             state = self.streamer.initial_state(frame)
-        out = self.compiled(frame, *(_standard_strides(s) for s in state))
+        out = self.compiled(frame, *(_dense_strides(s) for s in state))
         return out[0], tuple(out[1:])
 
 

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from ops.basic_ops import concat_channels
 from ops.errors import LSNetError
 
 log = logging.getLogger(__name__)
@@ -288,9 +289,12 @@ class TemporalShift(nn.Module):
                 out = self.net(x)
             finally:
                 x[:, :fold] = current
+        elif fold > 0 and torch.compiler.is_compiling():
+            out = self.net(concat_channels((previous, x[:, fold:]), like=x))
         else:
             out = self.net(torch.cat((previous, x[:, fold:]), dim=1))
         return out, (current,)
+
 
 
 class TemporalPool(nn.Module):

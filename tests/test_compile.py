@@ -198,6 +198,56 @@ def test_frozen_inference_equals_eager(direction):
                 assert not torch.allclose(unwrap(compiled)(x), out)
 
 
+def test_compiled_stream_step_equals_eager():
+    """A causal TSM streamed frame by frame through the frozen compiled step, as the online demo
+    runs it with --compile: every frame's logits and the state equal the eager streamer's (the
+    compiled shift replaces the leading channels by an element-wise selection, not a concatenation)."""
+    from ops.streaming import CompiledStep, Streamer
+    model = build(dict(shift=True, shift_direction='uni'), dropout=0.0).eval()
+    eager = Streamer(copy.deepcopy(model))
+    streamer = Streamer(model)
+    stepper = CompiledStep(streamer, compile_model(streamer, inference=True))
+    g = torch.Generator().manual_seed(8)
+    size = TINY['input_size']
+    frames = [torch.randn(1, 3, size, size, generator=g).contiguous(memory_format=torch.channels_last)
+              for _ in range(SEGMENTS + 2)]
+    state_e = state_c = None
+    with torch.inference_mode():
+        for frame in frames:
+            out_e, state_e = eager.step(frame, state_e)
+            out_c, state_c = stepper.step(frame, state_c)
+            assert_close(out_c, out_e, 'streamed logits')
+            for a, b in zip(state_c, state_e):
+                assert_close(a, b, 'stream state')
+
+
+def test_compiled_lsm_stream_step_equals_eager():
+    """One causal long-short module's frame step compiled (its groups joined by a channel selection
+    instead of written into one buffer) equals the eager step, frame by frame, output and state,
+    through the first frames where the taps read the present."""
+    block = perturb_lsm(build(dict(shift=True, lsm=True, shift_direction='uni')).base_model.layer1[0]).eval()
+    lsm = block.lsm
+    assert lsm.causal and lsm.short is not None and lsm.long is not None
+
+    def step(h, seen, *state):
+        out, new = lsm.stream_step(h, state or None, seen, lsm.step_constants())
+        return (out,) + new
+
+    compiled = torch.compile(step, fullgraph=True)
+    g = torch.Generator().manual_seed(9)
+    state_e = state_c = ()
+    with torch.inference_mode():
+        for t in range(max(lsm.long.dilations) + 2):
+            h = torch.randn(1, 64, 8, 8, generator=g).contiguous(memory_format=torch.channels_last)
+            seen = torch.full((1,), float(t))
+            out_e, *state_e = step(h, t, *state_e)  # eager: the frame count as an int
+            out_c, *state_c = compiled(h, seen, *state_c)
+            assert_close(out_c, out_e, 'streamed module output')
+            assert out_c.is_contiguous(memory_format=torch.channels_last)
+            for a, b in zip(state_c, state_e):
+                assert_close(a, b, 'module state')
+
+
 def test_lean_shift_compiled_equals_eager():
     """The fused shift + conv1 autograd function of ``--shift_mode lean``, forward and backward."""
     from ops.temporal_shift import TemporalShift

@@ -101,6 +101,20 @@ def test_select_form_for_compilers_equals_the_slice_copies(n, t, c, h, w, fold, 
         assert torch.equal(shift_select(x, t, fold, direction, uni=True), shift_tensor(x, t, fold, direction, uni=True))
 
 
+@pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
+def test_channel_selection_equals_the_concatenation(memory_format):
+    """The compiled stream step's channel concatenation (the shift's previous channels, the long
+    branch's groups): the same numbers, in the layout of the map they make up."""
+    from ops.basic_ops import concat_channels
+    x = torch.randn(2, 16, 5, 6).contiguous(memory_format=memory_format)
+    previous = torch.randn(2, 2, 5, 6)
+    out = concat_channels((previous, x[:, 2:]), like=x)
+    assert torch.equal(out, torch.cat((previous, x[:, 2:]), dim=1))
+    assert out.is_contiguous(memory_format=memory_format)
+    groups = [torch.randn(2, 4, 5, 6).contiguous(memory_format=memory_format) for _ in range(4)]
+    assert torch.equal(concat_channels(groups, like=x), torch.cat(groups, dim=1))
+
+
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.uint8])
 def test_shift_tensor_any_dtype(dtype):
     x = (torch.randn(12, 10, 3, 5) * 100).to(dtype)
