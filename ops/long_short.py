@@ -329,8 +329,8 @@ class LongTermBranch(nn.Module):
 
         ``pasts``: per group, the last ``d`` inputs of its tap, oldest first, as a tuple of ``d``
         tensors (N, C/groups, H, W), or None at a video's start (zeros: never read, see below);
-        ``frames_seen``: frames before this one (int or (1,) tensor, as in :meth:`ShortTermBranch.difference_step`);
-        ``kernels``: :meth:`step_kernels`.  While
+        ``frames_seen``: frames before this one (an int or a (1,) tensor, as in
+        :meth:`ShortTermBranch.difference_step`); ``kernels``: :meth:`step_kernels`.  While
         ``frames_seen < d`` the past tap reads the present frame, as :meth:`_tconv` does before the
         clip.  Keeping the past as separate frames makes the new state a re-arranged tuple (the
         frame ``t - d`` drops out, ``t`` comes in) instead of a copied buffer.
@@ -485,7 +485,8 @@ class LongShortModule(nn.Module):
             new += past
         new.append(total)
         # forward()'s L + 2·h·σ(2E); eager: in place in the buffer that holds L, the same numbers
-        out = concat_channels(us, like=h) * scale[:, :, None, None] if tracing else out.mul_(scale[:, :, None, None])
+        scale = scale[:, :, None, None]
+        out = concat_channels(us, like=h) * scale if tracing else out.mul_(scale)
         if excitation is None:
             return out.add_(h), tuple(new)
         return out.addcmul_(h, excitation, value=2.0), tuple(new)
