@@ -1,9 +1,15 @@
 """Small tensor helpers of the model: segment consensus (per-segment scores ``(N, T, K)`` into clip
-scores), running means over time, and a channel concatenation for compiled code."""
+scores), running means over time, a channel concatenation for compiled code, a layout test."""
 import torch
 import torch.nn.functional as F
 
 CONSENSUS_TYPES = ('avg', 'identity')
+
+
+def is_channels_last(x):
+    """True for a 4-D map laid out channels_last and not also plain contiguous (as (N, C, 1, 1) maps
+    are): the layout an op's result should be given back in."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def running_mean(x, dim=1):
@@ -31,7 +37,7 @@ def concat_channels(parts, like):
         padded = F.pad(part, (0, 0, 0, 0, start, total - end))
         out = padded if out is None else torch.where(channel < end, padded, out)
         end = start
-    if not like.is_contiguous() and like.is_contiguous(memory_format=torch.channels_last):
+    if is_channels_last(like):
         out = out.contiguous(memory_format=torch.channels_last)
     return out
 

@@ -56,7 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from ops.basic_ops import concat_channels, running_mean
+from ops.basic_ops import concat_channels, is_channels_last, running_mean
 from ops.errors import LSNetError
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def _clip_view(h, num_segments):
     """
     n = _split_clips(h, num_segments)
     nt, c, height, width = h.shape
-    if not h.is_contiguous() and h.is_contiguous(memory_format=torch.channels_last):
+    if is_channels_last(h):
         return h.permute(0, 2, 3, 1).view(n, num_segments, height, width, c), -1
     return h.view(n, num_segments, c, height, width), 2
 
@@ -340,8 +340,7 @@ class LongTermBranch(nn.Module):
             v = h[:, sl] if prev is None else h[:, sl] + prev
             if out is None:
                 prev = v * w_now
-            # out= records no graph and a traced step may later run with grad: in-place ops on the view then
-            elif torch.is_grad_enabled() or torch.compiler.is_compiling():
+            elif torch.is_grad_enabled():  # out= records no graph: in-place ops on the view then
                 prev = out[:, sl].copy_(v).mul_(w_now)
             else:
                 prev = torch.mul(v, w_now, out=out[:, sl])

@@ -26,6 +26,7 @@ import logging
 import torch
 import torch.nn as nn
 
+from ops.basic_ops import is_channels_last
 from ops.errors import LSNetError
 
 log = logging.getLogger(__name__)
@@ -173,9 +174,7 @@ class Streamer(nn.Module):
 
 def _memory_format(t):
     """channels_last for a 4-D map laid out so (the state of a channels_last model), else contiguous."""
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
+    return torch.channels_last if is_channels_last(t) else torch.contiguous_format
 
 
 def _dense_strides(t):

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ops.basic_ops import concat_channels
+from ops.basic_ops import concat_channels, is_channels_last
 from ops.errors import LSNetError
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def shift_select(x, num_segments, fold, direction=1, uni=False):
         first, second = (later, earlier) if direction > 0 else (earlier, later)
         out = torch.where(channel < fold, first, torch.where(channel < 2 * fold, second, x5))
     out = out.view(nt, c, h, w)
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+    if is_channels_last(x):
         out = out.contiguous(memory_format=torch.channels_last)
     return out
 
