@@ -22,14 +22,17 @@ repo's defaults (channels_last; fp32 unless ``--amp``), all measured side by sid
          under ``torch.inference_mode`` as test_models.py runs
 
 Each model is built once and compiled once; the compile time (first calls minus an eager step) is
-reported on its own and left out of the step figures.  Rounds interleave every variant, and the
-ratios are medians of per-round ratios, so load drifts on the machine hit both sides alike.
+reported on its own and left out of the step figures.  The training variants are timed first
+(``--rounds``), then freed, then the inference ones (``--infer_rounds``), as test_models.py runs
+inference alone; within a phase rounds interleave every variant, and the ratios are medians of
+per-round ratios, so load drifts on the machine hit both sides alike.
 The last line:
 ``compile_train_speedup=<x> compile_infer_speedup=<y> lsnet_over_tsm_infer=<z> lsnet_over_tsm_train=<w>``
 (the first two for TSM-R50 with the defaults; the LSNet ratios are the largest over backbones and
 eager / compiled, since each must meet its target).  Targets: >= 1.3, >= 1.3, <= 1.05, <= 1.10.
 """
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -110,9 +113,9 @@ def _build(arch, lsm, args, channels_last=True):
 class TrainVariant:
     """A training step of one model (eager or compiled), main.py's defaults: partial BN, SGD groups."""
 
-    def __init__(self, name, arch, lsm, compiled, amp, args):
+    def __init__(self, key, arch, lsm, compiled, amp, args):
         from ops.compile import compile_model
-        self.name, self.amp = name, amp
+        self.name, self.compiled, self.amp = ' '.join(key), compiled, amp
         self.model = _build(arch, lsm, args).train()
         self.model.partialBN(True)
         self.run = compile_model(self.model) if compiled else self.model
@@ -127,9 +130,9 @@ class TrainVariant:
 class InferVariant:
     """One clip through a model in eval mode under inference_mode (eager or compiled)."""
 
-    def __init__(self, name, arch, lsm, compiled, args):
+    def __init__(self, key, arch, lsm, compiled, args):
         from ops.compile import compile_model
-        self.name = name
+        self.name, self.compiled = ' '.join(key), compiled
         self.model = _build(arch, lsm, args).eval()
         self.run = compile_model(self.model, inference=True) if compiled else self.model
         self.times = []
@@ -143,8 +146,28 @@ class InferVariant:
 
 
 def _paired(a, b):
-    """Median over rounds of a's time / b's time."""
-    return statistics.median(x / y for x, y in zip(a.times, b.times))
+    """Median over rounds of the times ``a`` / ``b``."""
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def _run_phase(variants, x, y, warmup, rounds, compile_s, times, label):
+    """Warm up the ``variants`` ({key: variant}; the compiled ones compile here, their first call
+    going to ``compile_s``), then time ``rounds`` interleaved rounds into ``times[key]``."""
+    for key, v in variants.items():
+        t = time.perf_counter()
+        v(x, y)
+        first = time.perf_counter() - t
+        for _ in range(warmup):
+            v(x, y)
+        if v.compiled:
+            compile_s[key] = first
+        print('  warm-up {:<32} first call {:.1f} s'.format(v.name, first), flush=True)
+    order = list(variants.values())
+    for i in range(rounds):
+        for v in (order if i % 2 == 0 else order[::-1]):
+            v.times.append(v(x, y))
+        print('  {} round {} done'.format(label, i), flush=True)
+    times.update({key: v.times for key, v in variants.items()})
 
 
 def compare_compile(args, x, y):
@@ -154,52 +177,44 @@ def compare_compile(args, x, y):
         for lsm in (False, True):
             for compiled in (False, True):
                 key = ('LSNet' if lsm else 'TSM', arch, 'compiled' if compiled else 'eager', 'fp32')
-                train[key] = TrainVariant(' '.join(key), arch, lsm, compiled, False, args)
+                train[key] = TrainVariant(key, arch, lsm, compiled, False, args)
     for compiled in (False, True):
         key = ('TSM', args.arch, 'compiled' if compiled else 'eager', 'amp')
-        train[key] = TrainVariant(' '.join(key), args.arch, False, compiled, True, args)
+        train[key] = TrainVariant(key, args.arch, False, compiled, True, args)
+    # Two phases, each interleaved round by round: the training variants, then (after they are freed)
+    # the inference ones, as test_models.py runs inference alone in its process; an inference timed
+    # between training steps would start from their cold caches and their allocator state.
+    compile_s, times = {}, {}
+    _run_phase(train, x, y, args.warmup, args.rounds, compile_s, times, 'training')
+    del train
+    gc.collect()
     infer = {}
     for arch in (args.arch, 'mobilenetv2'):
         for lsm in (False, True):
             for compiled in (False, True):
                 key = ('LSNet' if lsm else 'TSM', arch, 'compiled' if compiled else 'eager')
-                infer[key] = InferVariant(' '.join(key), arch, lsm, compiled, args)
-    variants = list(train.values()) + list(infer.values())
-    compile_s = {}
-    for v in variants:  # warm-up: the compiled ones compile here (training compiles forward and backward)
-        t = time.perf_counter()
-        v(x, y)
-        first = time.perf_counter() - t
-        for _ in range(args.warmup):
-            v(x, y)
-        if 'compiled' in v.name:
-            compile_s[v.name] = first
-        print('  warm-up {:<32} first call {:.1f} s'.format(v.name, first), flush=True)
-    for i in range(args.rounds):
-        order = variants if i % 2 == 0 else variants[::-1]
-        for v in order:
-            v.times.append(v(x, y))
-        print('  round {} done'.format(i), flush=True)
+                infer[key] = InferVariant(key, arch, lsm, compiled, args)
+    _run_phase(infer, x, y, args.warmup, args.infer_rounds, compile_s, times, 'inference')
+    del infer
 
     print('\n{:<34} {:>10}'.format('variant', 'median s'))
-    for v in variants:
-        print('{:<34} {:>10.4f}'.format(v.name, statistics.median(v.times)))
+    for key, t in times.items():
+        print('{:<34} {:>10.4f}'.format(' '.join(key), statistics.median(t)))
     print('\ncompile time (first call minus a median step), reported apart from the step figures:')
-    for name, first in compile_s.items():
-        v = next(v for v in variants if v.name == name)
-        print('  {:<32} {:.1f} s'.format(name, first - statistics.median(v.times)))
+    for key, first in compile_s.items():
+        print('  {:<32} {:.1f} s'.format(' '.join(key), first - statistics.median(times[key])))
 
     a = args.arch
     res = {
-        'compile_train_speedup': _paired(train['TSM', a, 'eager', 'fp32'], train['TSM', a, 'compiled', 'fp32']),
-        'compile_train_speedup_amp': _paired(train['TSM', a, 'eager', 'amp'], train['TSM', a, 'compiled', 'amp']),
-        'compile_infer_speedup': _paired(infer['TSM', a, 'eager'], infer['TSM', a, 'compiled']),
+        'compile_train_speedup': _paired(times['TSM', a, 'eager', 'fp32'], times['TSM', a, 'compiled', 'fp32']),
+        'compile_train_speedup_amp': _paired(times['TSM', a, 'eager', 'amp'], times['TSM', a, 'compiled', 'amp']),
+        'compile_infer_speedup': _paired(times['TSM', a, 'eager'], times['TSM', a, 'compiled']),
     }
     for mode in ('eager', 'compiled'):
-        res['lsnet_over_tsm_train_' + mode] = _paired(train['LSNet', a, mode, 'fp32'], train['TSM', a, mode, 'fp32'])
+        res['lsnet_over_tsm_train_' + mode] = _paired(times['LSNet', a, mode, 'fp32'], times['TSM', a, mode, 'fp32'])
         for arch in (a, 'mobilenetv2'):
-            res['lsnet_over_tsm_infer_{}_{}'.format(arch, mode)] = _paired(infer['LSNet', arch, mode],
-                                                                             infer['TSM', arch, mode])
+            res['lsnet_over_tsm_infer_{}_{}'.format(arch, mode)] = _paired(times['LSNet', arch, mode],
+                                                                             times['TSM', arch, mode])
     res['lsnet_over_tsm_infer'] = max(v for k, v in res.items() if k.startswith('lsnet_over_tsm_infer_'))
     res['lsnet_over_tsm_train'] = max(v for k, v in res.items() if k.startswith('lsnet_over_tsm_train_'))
 
@@ -226,6 +241,8 @@ def main(argv=None):
     p.add_argument('--classes', type=int, default=400)
     p.add_argument('--rounds', type=int, default=3, help='timed steps per setting')
     p.add_argument('--warmup', type=int, default=1, help='untimed steps per setting')
+    p.add_argument('--infer_rounds', type=int, default=10,
+                   help='--compare_compile: timed rounds of the inference variants (one clip each)')
     p.add_argument('--threads', type=int, default=torch.get_num_threads())
     p.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=SETTINGS)
     p.add_argument('--compare_compile', action='store_true',
