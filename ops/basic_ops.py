@@ -1,5 +1,5 @@
 """Small tensor helpers of the model: segment consensus (per-segment scores ``(N, T, K)`` into clip
-scores), running means over time, a channel concatenation for compiled code, a layout test."""
+scores), running means over time, a channel concatenation for compiled code, layout tests."""
 import torch
 import torch.nn.functional as F
 
@@ -10,6 +10,12 @@ def is_channels_last(x):
     """True for a 4-D map laid out channels_last and not also plain contiguous (as (N, C, 1, 1) maps
     are): the layout an op's result should be given back in."""
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def memory_format_of(x):
+    """``torch.channels_last`` for a map :func:`is_channels_last` says is laid out so, else
+    ``torch.contiguous_format``: the format to make a dense copy of ``x``-shaped data in."""
+    return torch.channels_last if is_channels_last(x) else torch.contiguous_format
 
 
 def running_mean(x, dim=1):

@@ -56,7 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from ops.basic_ops import concat_channels, is_channels_last, running_mean
+from ops.basic_ops import concat_channels, is_channels_last, memory_format_of, running_mean
 from ops.errors import LSNetError
 
 log = logging.getLogger(__name__)
@@ -336,11 +336,10 @@ class LongTermBranch(nn.Module):
         frame ``t - d`` drops out, ``t`` comes in) instead of a copied buffer.
         """
         new_pasts, us, prev = [], [], None
-        layout = torch.channels_last if is_channels_last(h) else torch.contiguous_format
         for (w_past, w_now), sl, d in zip(kernels, self.group_slices(), self.dilations):
             v = h[:, sl] if prev is None else h[:, sl] + prev
             if prev is None and out is None:  # compiled: group 1's state leaves the graph dense, not as a
-                v = v.contiguous(memory_format=layout)  # view of h that the caller would copy again
+                v = v.contiguous(memory_format=memory_format_of(h))  # view of h the caller would copy
             if out is None:
                 prev = v * w_now
             elif torch.is_grad_enabled():  # out= records no graph: in-place ops on the view then

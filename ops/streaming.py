@@ -26,7 +26,7 @@ import logging
 import torch
 import torch.nn as nn
 
-from ops.basic_ops import is_channels_last
+from ops.basic_ops import memory_format_of
 from ops.errors import LSNetError
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class Streamer(nn.Module):
         step sees one layout from the first frame on."""
         with torch.no_grad():
             _, state = self.step(frame)
-        return tuple(torch.zeros_like(s, memory_format=_memory_format(s)) for s in state)
+        return tuple(torch.zeros_like(s, memory_format=memory_format_of(s)) for s in state)
 
     def state_shapes(self, frame):
         """``{name: shape}`` of the state for frames shaped like ``frame``."""
@@ -172,18 +172,13 @@ class Streamer(nn.Module):
             m.stream = None
 
 
-def _memory_format(t):
-    """channels_last for a 4-D map laid out so (the state of a channels_last model), else contiguous."""
-    return torch.channels_last if is_channels_last(t) else torch.contiguous_format
-
-
 def _dense_strides(t):
-    """``t`` with the strides of a fresh tensor in its own layout (:func:`_memory_format`): a view when
-    only the strides of size-1 dimensions differ (slices of a batch of one), else a copy.  Dynamo
+    """``t`` with the strides of a fresh tensor in its own layout (:func:`ops.basic_ops.memory_format_of`):
+    a view when only the strides of size-1 dimensions differ (slices of a batch of one), else a copy.  Dynamo
     guards on strides, so a state passed in with other strides each frame would compile the step
     again; and a channels_last state converted to channels-first would make every compiled kernel
     that reads or writes it transpose."""
-    fmt = _memory_format(t)
+    fmt = memory_format_of(t)
     strides = torch.empty(t.shape, dtype=t.dtype, device='meta', memory_format=fmt).stride()
     if t.stride() == strides:
         return t

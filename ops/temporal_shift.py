@@ -296,7 +296,6 @@ class TemporalShift(nn.Module):
         return out, (current,)
 
 
-
 class TemporalPool(nn.Module):
     """Max-pool time by 2 (kernel 3, stride 2, pad 1) before running ``net``: (N*T,...) → (N*T/2,...)."""
 

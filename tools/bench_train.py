@@ -195,7 +195,6 @@ def compare_compile(args, x, y):
                 key = ('LSNet' if lsm else 'TSM', arch, 'compiled' if compiled else 'eager')
                 infer[key] = InferVariant(key, arch, lsm, compiled, args)
     _run_phase(infer, x, y, args.warmup, args.infer_rounds, compile_s, times, 'inference')
-    del infer
 
     print('\n{:<34} {:>10}'.format('variant', 'median s'))
     for key, t in times.items():
