@@ -45,31 +45,35 @@ def parse_list(list_file, min_frames=0):
     if not os.path.isfile(list_file):
         raise LSNetError('list file not found: {} (check --root_path / --train_list / --val_list)'
                          .format(list_file))
+    try:
+        with open(list_file) as f:
+            lines = f.readlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LSNetError('cannot read list file {}: {}'.format(list_file, e)) from None
     records = []
-    with open(list_file) as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                if len(fields) == 2 and is_video_file(fields[0]):
-                    rec = VideoRecord(fields[0], 0, int(fields[1]), lineno)
-                elif len(fields) >= 3:
-                    rec = VideoRecord(fields[0], int(fields[1]), int(fields[2]), lineno)
-                else:
-                    raise ValueError
-            except ValueError:
-                raise LSNetError("{}:{}: expected 'path num_frames label', got {!r}".format(
-                    list_file, lineno, line.rstrip('\n'))) from None
-            if rec.num_frames < 0 or rec.label < 0:
-                raise LSNetError('{}:{}: negative frame count or label in {!r}'.format(
-                    list_file, lineno, line.rstrip('\n')))
-            if rec.num_frames == 0 and not is_video_file(rec.path):
-                raise LSNetError('{}:{}: frame folder {} has 0 frames'.format(
-                    list_file, lineno, rec.path))
-            if min_frames and 0 < rec.num_frames < min_frames:
-                continue
-            records.append(rec)
+    for lineno, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            if len(fields) == 2 and is_video_file(fields[0]):
+                rec = VideoRecord(fields[0], 0, int(fields[1]), lineno)
+            elif len(fields) >= 3:
+                rec = VideoRecord(fields[0], int(fields[1]), int(fields[2]), lineno)
+            else:
+                raise ValueError
+        except ValueError:
+            raise LSNetError("{}:{}: expected 'path num_frames label', got {!r}".format(
+                list_file, lineno, line.rstrip('\n'))) from None
+        if rec.num_frames < 0 or rec.label < 0:
+            raise LSNetError('{}:{}: negative frame count or label in {!r}'.format(
+                list_file, lineno, line.rstrip('\n')))
+        if rec.num_frames == 0 and not is_video_file(rec.path):
+            raise LSNetError('{}:{}: frame folder {} has 0 frames'.format(
+                list_file, lineno, rec.path))
+        if min_frames and 0 < rec.num_frames < min_frames:
+            continue
+        records.append(rec)
     return records
 
 

@@ -150,7 +150,7 @@ def read_categories(path):
     try:
         with open(path) as f:
             lines = [line.strip() for line in f]
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         raise LSNetError('cannot read category file {}: {}'.format(path, e)) from None
     names = [line for line in lines if line]
     if not names:

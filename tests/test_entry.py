@@ -197,6 +197,17 @@ def test_label_out_of_range_names_the_line(capsys, data, tmp_path):
     _one_line_error(capsys, 'val.txt:3: label 9 is out of range')
 
 
+@pytest.mark.parametrize('flag, kind', [('--train_list', 'list'), ('--category_file', 'category')])
+def test_undecodable_list_or_category_file(capsys, data, tmp_path, flag, kind):
+    """A binary file given as a list or category file is one line naming it, not a UnicodeDecodeError."""
+    binary = str(tmp_path / 'binary.txt')
+    open(binary, 'wb').write(b'\xff\xfe\x00 not text\n')
+    argv = train_argv(data, str(tmp_path))
+    argv[argv.index(flag) + 1] = binary
+    assert train_main.main(argv) == 2
+    _one_line_error(capsys, 'cannot read {} file {}'.format(kind, binary))
+
+
 def test_resume_with_other_parameter_groups(capsys, data, tmp_path):
     out = str(tmp_path)
     assert train_main.main(train_argv(data, out, epochs=1)) == 0
