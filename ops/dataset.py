@@ -189,6 +189,9 @@ class TSNDataSet(data.Dataset):
         self._check_template()
         min_frames = MIN_FRAMES if (not test_mode or remove_missing) else 0
         self.video_list = parse_list(list_file, min_frames)
+        if not self.video_list:
+            raise LSNetError('list file {} names no videos{}'.format(
+                list_file, ' (videos of fewer than {} frames are skipped)'.format(min_frames) if min_frames else ''))
         if self._flow_fields() == 3:  # Something-Something V1 flow lists count x and y images
             for rec in self.video_list:
                 rec.num_frames //= 2

@@ -208,6 +208,25 @@ def test_undecodable_list_or_category_file(capsys, data, tmp_path, flag, kind):
     _one_line_error(capsys, 'cannot read {} file {}'.format(kind, binary))
 
 
+def test_empty_list_is_one_line(capsys, data, tmp_path):
+    """An empty validation or test list stops before training or scoring, naming the file."""
+    empty = str(tmp_path / 'empty.txt')
+    open(empty, 'w').close()
+    argv = train_argv(data, str(tmp_path))
+    argv[argv.index('--val_list') + 1] = empty
+    assert train_main.main(argv) == 2
+    _one_line_error(capsys, 'list file {} names no videos'.format(empty))
+    assert not os.path.exists(os.path.join(str(tmp_path), 'ckpt'))
+    ckpt = str(tmp_path / 'model.pth.tar')
+    from ops.checkpoint import make_checkpoint, save_checkpoint
+    from tests.fakes import tsn
+    save_checkpoint(make_checkpoint(tsn(4, 4, 'RGB', arch=ARCH, pretrain='none', input_size=32)), ckpt)
+    argv = ['custom', '--weights', ckpt] + data_flags(data)[:2] + data_flags(data)[6:] + \
+        ['--test_list', empty, '-j', '0']
+    assert test_models.main(argv) == 2
+    _one_line_error(capsys, 'list file {} names no videos'.format(empty))
+
+
 def test_resume_with_other_parameter_groups(capsys, data, tmp_path):
     out = str(tmp_path)
     assert train_main.main(train_argv(data, out, epochs=1)) == 0
