@@ -216,6 +216,8 @@ def ensemble_members(args):
     lists = per_weight([args.test_list] if args.test_list else None, n, '--test_list', str)
     if args.batch_size < 1:
         raise LSNetError('--batch_size must be at least 1')
+    if args.workers < 0:
+        raise LSNetError('--workers must be at least 0 (got {})'.format(args.workers))
     if any(s is not None and s < 1 for s in num_segments):
         raise LSNetError('--test_segments must be at least 1 (got {})'.format(' '.join(args.test_segments)))
     if args.dense_sample and args.twice_sample:

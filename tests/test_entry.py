@@ -252,6 +252,7 @@ def official_tsm(tmp_path_factory):
 @pytest.mark.parametrize('extra, fragment', [
     (['--dense_sample', '--twice_sample'], 'do not combine'),
     (['--test_segments', '0'], '--test_segments must be at least 1'),
+    (['-j', '-1'], '--workers must be at least 0'),
     (['--csv_file', 'no/such/folder/pred.csv'], '--csv_file no/such/folder/pred.csv'),
     (['--save_scores', 'no/such/folder/s.npz'], 'does not exist'),
 ])
