@@ -120,6 +120,14 @@ def atomic_copy(src, dst):
     os.replace(tmp, dst)
 
 
+def make_folder(path, flag, value):
+    """``os.makedirs(path)``; a folder that cannot be made is a user error naming ``flag``."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise LSNetError('{} {}: cannot create folder {} ({})'.format(flag, value, path, e.strerror)) from None
+
+
 def same_dataset(ckpt, path, dataset):
     """Was the ``--tune_from`` checkpoint trained on ``dataset``? Ours say so; official names carry it."""
     stored = ckpt.get('dataset') if isinstance(ckpt, dict) else None
@@ -391,9 +399,11 @@ class TrainingRun:
         from ops.logger import RunLogger
         args, world = self.args, self.world
         self.frames_per_segment = frames_per_segment(train_loader.dataset, args.num_segments)
+        log_dir = os.path.join(args.root_log, self.run_name)
         if world.is_main:
-            os.makedirs(self.model_dir, exist_ok=True)
-        logger = RunLogger(os.path.join(args.root_log, self.run_name), enabled=world.is_main, append=resumed)
+            make_folder(self.model_dir, '--root_model', args.root_model)
+            make_folder(log_dir, '--root_log', args.root_log)
+        logger = RunLogger(log_dir, enabled=world.is_main, append=resumed)
         logger.save_args(dict(vars(args), store_name=self.run_name, seed=self.seed, world_size=world.size,
                               device=str(self.loop_kw['device'])))
         log.info('seed %d, device %s, %d process(es), %d train / %d val videos, %d steps per epoch', self.seed,

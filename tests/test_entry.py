@@ -227,6 +227,17 @@ def test_empty_list_is_one_line(capsys, data, tmp_path):
     _one_line_error(capsys, 'list file {} names no videos'.format(empty))
 
 
+@pytest.mark.parametrize('flag', ['--root_model', '--root_log'])
+def test_output_folder_that_cannot_be_made(capsys, data, tmp_path, flag):
+    """--root_model / --root_log under a file: one line naming the flag, not a NotADirectoryError."""
+    a_file = str(tmp_path / 'a_file')
+    open(a_file, 'w').close()
+    argv = train_argv(data, str(tmp_path), epochs=1)
+    argv[argv.index(flag) + 1] = a_file
+    assert train_main.main(argv) == 2
+    _one_line_error(capsys, '{} {}: cannot create folder'.format(flag, a_file))
+
+
 def test_resume_with_other_parameter_groups(capsys, data, tmp_path):
     out = str(tmp_path)
     assert train_main.main(train_argv(data, out, epochs=1)) == 0
