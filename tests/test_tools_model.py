@@ -87,6 +87,10 @@ def test_demo_errors(checkpoint, tmp_path, capsys):
     assert demo.main([checkpoint, str(tmp_path / 'f'), '--category_file', str(cats)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith('error: ') and 'lists 2 classes but the model has 6' in err
+    cats.write_bytes(b'\xff\xfe\x00 not text\n')
+    assert demo.main([checkpoint, str(tmp_path / 'f'), '--category_file', str(cats)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: cannot read category file {}'.format(cats)) and '\n' not in err
 
 
 def test_export_matches_eager(checkpoint, tmp_path, capsys):

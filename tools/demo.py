@@ -51,9 +51,8 @@ def class_names(ckpt, num_class, category_file=None, dataset=None):
     if category_file:
         if not os.path.isfile(category_file):
             raise LSNetError('--category_file not found: %s' % category_file)
-        with open(category_file, encoding='utf-8') as f:
-            names = [line.strip() for line in f if line.strip()]
-        source = category_file
+        from ops.dataset_config import read_categories
+        names, source = read_categories(category_file), category_file
     elif ckpt.get('categories'):
         names, source = [str(c) for c in ckpt['categories']], 'the checkpoint'
     else:
