@@ -272,6 +272,15 @@ class LongTermBranch(nn.Module):
         identity = torch.tensor([0.0, 1.0, 0.0], dtype=conv.weight.dtype, device=conv.weight.device)
         return torch.add(identity, conv.weight.view(-1, 3), alpha=self.tap_gain)
 
+    def tap_rows(self, conv):
+        """:meth:`kernel` of ``conv`` as a contiguous (3, Cg): rows for the taps t-d, t, t+d.
+
+        A map times a contiguous row is a vectorised pass, in eager and in Inductor's code; times a
+        column of the (Cg, 3) kernel (stride 3) it is a gather per element, which made the taps
+        several times slower.
+        """
+        return self.kernel(conv).t().contiguous()
+
     def _tconv(self, conv, x, cdim=2):
         """Depthwise temporal conv of a clip view ``x`` (time dim 1, channels ``cdim``, see
         :func:`_clip_view`) with :meth:`kernel` of ``conv``, zero padded at the clip's ends.
@@ -282,7 +291,7 @@ class LongTermBranch(nn.Module):
         for the unseen past, so an online model's first frames see features, not zeros).
         """
         d = conv.dilation[0]
-        w = _per_channel(self.kernel(conv).t(), cdim)  # (3, 1, 1, Cg) or (3, Cg, 1, 1)
+        w = _per_channel(self.tap_rows(conv), cdim)  # (3, 1, 1, Cg) or (3, Cg, 1, 1)
         out = x * w[1]  # a fresh tensor, so adding the side taps in place is safe
         if d < x.shape[1]:
             out[:, d:].addcmul_(x[:, :-d], w[0])
@@ -318,8 +327,8 @@ class LongTermBranch(nn.Module):
         (1, C/groups, 1, 1): what :meth:`cascade_step` multiplies by, from the weights alone."""
         kernels = []
         for conv in self.taps:
-            k = self.kernel(conv)
-            kernels.append((k[:, 0].view(1, -1, 1, 1), k[:, 1].view(1, -1, 1, 1)))
+            k = self.tap_rows(conv)
+            kernels.append((k[0].view(1, -1, 1, 1), k[1].view(1, -1, 1, 1)))
         return kernels
 
     def cascade_step(self, h, pasts, frames_seen, kernels, out=None):
