@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 def select_device(device='auto', gpus=None, local_rank=None):
     """torch.device from ``--device`` / ``--gpus`` (and torchrun's LOCAL_RANK when distributed)."""
+    if device not in ('auto', 'cpu', 'cuda'):
+        raise LSNetError('--device {}: choose auto, cpu or cuda'.format(device))
     has_cuda = torch.cuda.is_available()
     if device == 'cuda' and not has_cuda:
         raise LSNetError('--device cuda: no CUDA device is available on this machine (use --device cpu)')

@@ -318,7 +318,8 @@ def one_error_line(capfd):
     return lines[0]
 
 
-@pytest.mark.parametrize('case', ['camera', 'offline', 'corrupt', 'empty_folder', 'missing_weights', 'two_inputs'])
+@pytest.mark.parametrize('case', ['camera', 'offline', 'corrupt', 'empty_folder', 'missing_weights', 'two_inputs',
+                                  'bad_device'])
 def test_bad_inputs_give_one_error_line_and_no_output(files, tmp_path, capfd, case):
     out = tmp_path / 'out' / 'annotated.mp4'
     weights, source, expect = files['uni'], [files['video']], ()
@@ -337,6 +338,8 @@ def test_bad_inputs_give_one_error_line_and_no_output(files, tmp_path, capfd, ca
         weights, expect = str(tmp_path / 'nothing.pth'), ('nothing.pth',)
     elif case == 'two_inputs':
         source, expect = [files['video'], '--camera', '/dev/video0'], ('one input',)
+    elif case == 'bad_device':
+        source, expect = [files['video'], '--device', 'gpu'], ('--device gpu',)
     code = online_demo.main([str(a) for a in source] + ['--weights', weights, '--out', str(out)])
     assert code != 0
     line = one_error_line(capfd)

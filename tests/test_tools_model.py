@@ -80,6 +80,8 @@ def test_demo_errors(checkpoint, tmp_path, capsys):
     assert capsys.readouterr().err.startswith('error: ')
     assert demo.main([checkpoint, str(tmp_path / 'nothing.mp4')]) == 2
     assert 'input not found' in capsys.readouterr().err
+    assert demo.main([checkpoint, str(tmp_path), '--device', 'gpu']) == 2
+    assert capsys.readouterr().err.startswith('error: --device gpu: choose')
     cats = tmp_path / 'c.txt'
     cats.write_text('a\nb\n')
     (tmp_path / 'f').mkdir()

@@ -141,6 +141,8 @@ def model_kind(cfg):
 def pick_device(name):
     if name == 'auto':
         return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if not re.match(r'^(cpu|cuda(:\d+)?)$', name):
+        raise LSNetError('--device %s: choose auto, cpu, cuda or cuda:N' % name)
     if name.startswith('cuda') and not torch.cuda.is_available():
         raise LSNetError('--device %s: CUDA is not available' % name)
     return name
