@@ -1,6 +1,7 @@
 """demo / export / model_stats on tiny random-weight models."""
 
 import json
+import os
 import re
 
 import av
@@ -106,6 +107,28 @@ def test_export_matches_eager(checkpoint, tmp_path, capsys):
     x = torch.randn(2, 3 * 3, 48, 48)
     with torch.no_grad():
         assert torch.allclose(program.module()(x), model(x), atol=1e-4, rtol=0)
+
+
+def test_export_refuses_outputs_it_cannot_or_must_not_write(checkpoint, tmp_path, capsys):
+    """--out / --onnx naming the checkpoint itself, a folder or a path under a file: one line, before any
+    export, and the checkpoint is left as it was."""
+    import shutil
+    ckpt = str(tmp_path / 'model.pth.tar')
+    shutil.copyfile(checkpoint, ckpt)
+    before = open(ckpt, 'rb').read()
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('')
+    for flags, fragment in ((['--out', ckpt, '--no_onnx'], 'is the checkpoint itself'),
+                            (['--onnx', ckpt, '--out', str(tmp_path / 'm.pt2')], 'is the checkpoint itself'),
+                            (['--online', '--out', ckpt], 'is the checkpoint itself'),
+                            (['--out', str(tmp_path), '--no_onnx'], 'is a folder'),
+                            (['--out', str(a_file / 'm.pt2'), '--no_onnx'], 'cannot create folder'),
+                            (['--atol', '-1'], '--atol must be >= 0')):
+        assert export.main([ckpt] + flags) == 2, flags
+        err = capsys.readouterr().err.strip()
+        assert err.startswith('error: ') and '\n' not in err and fragment in err, err
+    assert open(ckpt, 'rb').read() == before
+    assert not os.path.exists(str(tmp_path / 'm.pt2'))
 
 
 def test_model_stats_last_line(capsys):

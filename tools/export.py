@@ -52,7 +52,6 @@ def export_program(model, x, path, dynamic_batch=False):
         dynamic_shapes = ({0: torch.export.Dim('batch', min=1, max=1024)},)
     with torch.no_grad():
         program = torch.export.export(model, (x,), dynamic_shapes=dynamic_shapes)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     torch.export.save(program, path)
     return torch.export.load(path)
 
@@ -113,6 +112,7 @@ def run_online(args):
     if args.frames < 1:
         raise LSNetError('--frames must be >= 1, got %d' % args.frames)
     model, _, _ = load_model(args.checkpoint, 'cpu')
+    out, onnx_path = output_files(args, '.online')
     try:
         streamer = Streamer(model)
     except LSNetError as exc:
@@ -125,11 +125,8 @@ def run_online(args):
         print('  %-48s %s' % (name, tuple(s.shape)))
     with torch.no_grad():
         program = export_step(streamer, frames[0])
-    out = args.out or _stem(args.checkpoint) + '.online.pt2'
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     torch.export.save(program, out)
     exported = torch.export.load(out).module()
-    onnx_path = args.onnx or _stem(args.checkpoint) + '.online.onnx'
     status, onnx_run = ('skipped (--no_onnx)', None) if args.no_onnx else export_onnx_step(
         streamer, frames[0], state, names, onnx_path)
     diffs = {'torch.export': [], 'onnx': []}
@@ -185,6 +182,30 @@ def _stem(path):
     return os.path.splitext(path)[0]
 
 
+def output_file(path, flag, checkpoint):
+    """``path``, checked before anything is exported: not the checkpoint itself, not a folder, in a
+    folder that exists (made when missing) and is writable."""
+    if os.path.exists(path) and os.path.samefile(path, checkpoint):
+        raise LSNetError('%s %s is the checkpoint itself: give another file' % (flag, path))
+    if os.path.isdir(path):
+        raise LSNetError('%s %s is a folder' % (flag, path))
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise LSNetError('%s %s: cannot create folder %s (%s)' % (flag, path, folder, e.strerror)) from None
+    if not os.access(folder, os.W_OK):
+        raise LSNetError('%s %s: folder %s is not writable' % (flag, path, folder))
+    return path
+
+
+def output_files(args, kind=''):
+    """``(--out, --onnx or None with --no_onnx)`` of ``args``, defaults next to the checkpoint, checked."""
+    stem = _stem(args.checkpoint) + kind
+    out = output_file(args.out or stem + '.pt2', '--out', args.checkpoint)
+    return out, None if args.no_onnx else output_file(args.onnx or stem + '.onnx', '--onnx', args.checkpoint)
+
+
 def _verdict(diff, atol):
     return 'ok' if diff <= atol else 'MISMATCH'
 
@@ -193,14 +214,16 @@ def run(args):
     """Export and verify; returns the exit status."""
     if args.batch_size < 1:
         raise LSNetError('--batch_size must be >= 1, got %d' % args.batch_size)
+    if args.atol < 0:
+        raise LSNetError('--atol must be >= 0, got %g' % args.atol)
     if args.online:
         return run_online(args)
     model, _, _ = load_model(args.checkpoint, 'cpu')
+    out, onnx_path = output_files(args)
     # A symbolic batch needs an example batch of at least 2 (torch.export specialises sizes 0 and 1).
     x = example_input(model, max(2, args.batch_size) if args.dynamic_batch else args.batch_size)
     with torch.no_grad():
         eager = model(x)
-    out = args.out or _stem(args.checkpoint) + '.pt2'
     program = export_program(model, x, out, args.dynamic_batch)
     with torch.no_grad():
         diff = max_abs_diff(program.module()(x), eager)
@@ -215,7 +238,7 @@ def run(args):
             ok = ok and d2 <= args.atol
             print('torch.export: batch %d max_abs_diff=%.3g (%s)' % (n, d2, _verdict(d2, args.atol)))
     if not args.no_onnx:
-        status, onnx_diff = export_onnx(model, x, args.onnx or _stem(args.checkpoint) + '.onnx')
+        status, onnx_diff = export_onnx(model, x, onnx_path)
         if onnx_diff is None:
             print('onnx: %s' % status)
         else:
