@@ -261,7 +261,7 @@ def _request(url, part, timeout):
                 _remove(part)
             raise LSNetError('cannot download {}: HTTP {} {} (the host has moved before: a mirror goes in --base_url)'
                              .format(url, exc.code, _one_line(exc.reason))) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: a bad URL
             reason = getattr(exc, 'reason', exc)
             raise LSNetError('cannot reach {}: {} (the host has moved before: a mirror goes in --base_url)'
                              .format(url, _one_line(reason))) from None
@@ -291,9 +291,13 @@ def _transfer(url, part, timeout, progress):
             log.info('resuming %s at byte %d', part, offset)
         else:
             log.info('downloading %s to %s', url, part)
-        os.makedirs(os.path.dirname(os.path.abspath(part)), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(part)), exist_ok=True)
+            f = open(part, 'ab' if offset else 'wb')
+        except OSError as exc:
+            raise LSNetError('cannot write {}: {}'.format(part, exc.strerror)) from None
         received, error = offset, None
-        with open(part, 'ab' if offset else 'wb') as f, \
+        with f, \
                 tqdm(total=total, initial=offset, unit='B', unit_scale=True, unit_divisor=1024, file=sys.stderr,
                      desc=os.path.basename(part)[:-len('.part')], disable=None if progress is None else not progress,
                      leave=False) as bar:

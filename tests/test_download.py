@@ -204,6 +204,26 @@ def test_connection_refused_is_one_line(tmp_path, capsys):
     assert not target.exists()
 
 
+def test_a_dir_under_a_file_is_one_line(checkpoint_bytes, tmp_path, capsys):
+    mirror = tmp_path / 'mirror'  # a file:// mirror: no server thread to complain about the closed connection
+    mirror.mkdir()
+    (mirror / NAME).write_bytes(checkpoint_bytes)
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('')
+    code, _, err = run_tool(capsys, NAME, '--dir', a_file / 'pretrained', '--base_url', 'file://{}'.format(mirror))
+    assert code == 2
+    assert_one_error_line(err, 'cannot write {}'.format(a_file / 'pretrained' / NAME), 'Not a directory')
+
+
+@pytest.mark.parametrize('flags, fragment', [(['--timeout', '0'], '--timeout must be positive'),
+                                             (['--base_url', 'mirror.example/tsm'], 'unknown url type')])
+def test_bad_timeout_or_base_url_is_one_line(tmp_path, capsys, flags, fragment):
+    code, _, err = run_tool(capsys, NAME, '--dir', tmp_path / 'pretrained', *flags)
+    assert code == 2
+    assert_one_error_line(err, fragment)
+    assert not (tmp_path / 'pretrained').exists()
+
+
 def test_unknown_name_points_at_list(tmp_path, capsys):
     code, _, err = run_tool(capsys, 'TSM_kinetics_RGB_resnet18_nothing.pth', '--dir', tmp_path)
     assert code == 2

@@ -53,6 +53,8 @@ def run(args):
         raise LSNetError('name the files to download, or pass --all (see the names with: {})'
                          .format(model_zoo.LIST_HINT))
     todo = model_zoo.entries() if args.all else [model_zoo.find(n) for n in args.names]
+    if args.timeout <= 0:
+        raise LSNetError('--timeout must be positive (got {})'.format(args.timeout))
     for entry in todo:
         path, cfg = model_zoo.download(entry, args.dir, base_url=args.base_url, timeout=args.timeout)
         if cfg is None:
