@@ -237,6 +237,17 @@ def test_hmdb51_flow_counts_x_frames(tmp_path):
     assert read(out / 'hmdb51_flow_train_split_1.txt') == ['run/r 12 0']
 
 
+@pytest.mark.parametrize('module, flag', [(gen_label_sthv1, '--labels'), (gen_label_sthv2, '--labels'),
+                                          (gen_label_kinetics, '--train_csv')])
+def test_annotation_file_that_is_not_text(tmp_path, capsys, module, flag):
+    binary = tmp_path / 'binary.csv'
+    binary.write_bytes(b'\xff\xfe\x00 not text\n')
+    assert module.main([flag, str(binary), '--frame_root', str(tmp_path), '--out_dir', str(tmp_path / 'out')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: ') and '\n' not in err and '{} is not UTF-8 text'.format(binary) in err
+    assert not (tmp_path / 'out').exists()
+
+
 def test_missing_frame_root(tmp_path, capsys):
     assert gen_label_jester.main(['--frame_root', str(tmp_path / 'nope')]) == 2
     assert capsys.readouterr().err.startswith('error: --frame_root folder not found')

@@ -15,6 +15,7 @@ names of both CSVs. Names are made folder-safe (spaces -> ``_``).
 """
 
 import csv
+import io
 import os
 import sys
 
@@ -23,7 +24,7 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
 
 from ops.errors import LSNetError  # noqa: E402
 from tools.label_common import (ListBuilder, base_parser, category_index, kinetics_class_name,  # noqa: E402
-                                read_lines, run, write_categories, write_list)
+                                read_lines, read_text, run, write_categories, write_list)
 
 REQUIRED_COLUMNS = ('label', 'youtube_id', 'time_start', 'time_end')
 # The CSVs of different Kinetics releases spell the validation split differently.
@@ -32,9 +33,7 @@ VAL_SPLIT_NAMES = ('val', 'validate', 'valid', 'validation')
 
 def read_kinetics_csv(path):
     """Rows ``(line_number, class_name, youtube_id, start, end, split)`` of an official CSV."""
-    if not os.path.isfile(path):
-        raise LSNetError('Kinetics CSV not found: %s' % path)
-    with open(path, newline='', encoding='utf-8-sig') as f:
+    with io.StringIO(read_text(path, 'Kinetics CSV'), newline='') as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:

@@ -19,18 +19,15 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops.errors import LSNetError  # noqa: E402
-from tools.label_common import (ListBuilder, base_parser, category_index, run,  # noqa: E402
+from tools.label_common import (ListBuilder, base_parser, category_index, read_text, run,  # noqa: E402
                                 write_categories, write_list)
 
 PREFIX = 'something-something-v2'
 
 
 def load_json(path, what):
-    if not os.path.isfile(path):
-        raise LSNetError('%s not found: %s' % (what, path))
     try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
+        return json.loads(read_text(path, what))
     except json.JSONDecodeError as exc:
         raise LSNetError('%s: not valid JSON (%s)' % (path, exc))
 

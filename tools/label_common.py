@@ -8,6 +8,7 @@ label i).  Videos whose frame folder is missing or empty are skipped, counted an
 """
 
 import argparse
+import io
 import os
 import sys
 
@@ -40,12 +41,21 @@ def count_frames(folder, prefix=''):
     return sum(1 for n in names if n.startswith(prefix) and n.lower().endswith(IMAGE_EXTENSIONS))
 
 
-def read_lines(path, what):
-    """Stripped, non-empty lines of a text file as ``(line_number, text)``; LSNetError if missing."""
+def read_text(path, what):
+    """The text of a UTF-8 file (a BOM dropped, line ends kept); LSNetError if missing or not UTF-8 text."""
     if not os.path.isfile(path):
         raise LSNetError('%s not found: %s' % (what, path))
-    with open(path, encoding='utf-8-sig') as f:
-        return [(i, line.strip()) for i, line in enumerate(f, 1) if line.strip()]
+    try:
+        with open(path, encoding='utf-8-sig', newline='') as f:
+            return f.read()
+    except UnicodeDecodeError as exc:
+        raise LSNetError('%s %s is not UTF-8 text (%s)' % (what, path, exc)) from None
+
+
+def read_lines(path, what):
+    """Stripped, non-empty lines of a text file as ``(line_number, text)``; LSNetError if missing."""
+    lines = io.StringIO(read_text(path, what), newline=None)
+    return [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
 
 
 class ListBuilder:
