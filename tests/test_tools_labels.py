@@ -248,6 +248,18 @@ def test_annotation_file_that_is_not_text(tmp_path, capsys, module, flag):
     assert not (tmp_path / 'out').exists()
 
 
+def test_out_dir_that_cannot_be_made(tmp_path, capsys):
+    (tmp_path / 'something-something-v1-labels.csv').write_text('A\n')
+    for split in ('train', 'validation'):
+        (tmp_path / 'something-something-v1-{}.csv'.format(split)).write_text('1;A\n')
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('')
+    argv = ['--anno_dir', str(tmp_path), '--frame_root', str(tmp_path), '--out_dir', str(a_file / 'lists')]
+    assert gen_label_sthv1.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == 'error: --out_dir {}: cannot create folder (Not a directory)'.format(a_file / 'lists'), err
+
+
 def test_missing_frame_root(tmp_path, capsys):
     assert gen_label_jester.main(['--frame_root', str(tmp_path / 'nope')]) == 2
     assert capsys.readouterr().err.startswith('error: --frame_root folder not found')

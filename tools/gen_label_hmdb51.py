@@ -52,7 +52,6 @@ def read_split_file(path):
 def generate(args):
     found = find_split_files(args.split_dir)
     categories = sorted(found[min(found)])
-    os.makedirs(args.out_dir, exist_ok=True)
     write_categories(args.out_dir, categories)
     mod = args.modality.lower()
     for split in args.splits:

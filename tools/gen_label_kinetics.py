@@ -115,7 +115,6 @@ def generate(args):
     categories = build_categories(args, split_rows)
     index = category_index(categories, args.label_map or 'CSV labels')
     folders = FolderIndex(args.frame_root)
-    os.makedirs(args.out_dir, exist_ok=True)
     write_categories(args.out_dir, categories)
     for (_, path, out_name), rows in zip(splits, split_rows):
         builder = ListBuilder(args.frame_root, prefix='img_')

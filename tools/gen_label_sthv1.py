@@ -42,7 +42,6 @@ def generate_id_label(args, prefix):
     splits = [(args.train or os.path.join(args.anno_dir, '%s-train.csv' % prefix), 'train_videofolder.txt'),
               (args.val or os.path.join(args.anno_dir, '%s-validation.csv' % prefix), 'val_videofolder.txt')]
     rows = [read_id_label_csv(path, index) for path, _ in splits]
-    os.makedirs(args.out_dir, exist_ok=True)
     write_categories(args.out_dir, categories)
     for (_, out_name), split_rows in zip(splits, rows):
         builder = ListBuilder(args.frame_root)

@@ -83,7 +83,6 @@ def generate(args):
     if args.test or os.path.isfile(test):
         splits.append((test, 'test_videofolder.txt', False))
     rows = [read_split(path, index, labelled) for path, _, labelled in splits]
-    os.makedirs(args.out_dir, exist_ok=True)
     write_categories(args.out_dir, categories)
     for (_, out_name, _), split_rows in zip(splits, rows):
         builder = ListBuilder(args.frame_root)

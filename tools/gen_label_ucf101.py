@@ -67,7 +67,6 @@ def read_split_list(path, lower_index, labelled):
 def generate(args):
     categories = read_class_ind(os.path.join(args.split_dir, 'classInd.txt'))
     lower_index = {c.lower(): i for i, c in enumerate(categories)}
-    os.makedirs(args.out_dir, exist_ok=True)
     write_categories(args.out_dir, categories)
     mod = args.modality.lower()
     for split in args.splits:

@@ -96,7 +96,11 @@ def write_lines(path, lines):
 
 
 def write_categories(out_dir, categories, name=CATEGORY_FILE):
-    """``out_dir/category.txt``: class i on line i."""
+    """``out_dir/category.txt``: class i on line i (every generator writes it first: ``out_dir`` is made here)."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise LSNetError('--out_dir %s: cannot create folder (%s)' % (out_dir, exc.strerror)) from None
     path = os.path.join(out_dir, name)
     write_lines(path, categories)
     print('%s: %d classes' % (path, len(categories)))
