@@ -213,6 +213,8 @@ def test_helpers():
     (['{src}', '{out}', '--jobs', '0'], '--jobs'),
     (['{src}', '{out}', '--short_side', '-1'], '--short_side'),
     (['{src}', '{out}', '--height', '-1'], '--height'),
+    (['{src}', '{out}', '--failed_list', '{src}'], '--failed_list'),
+    (['{src}', '{out}', '--failed_list', '{missing}/failed.txt'], '--failed_list'),
 ])
 def test_bad_input_exits_2(tmp_path, capsys, argv, msg):
     (tmp_path / 'src').mkdir()
@@ -220,6 +222,14 @@ def test_bad_input_exits_2(tmp_path, capsys, argv, msg):
     assert vid2img_sthv2.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('error: ') and msg in err[0]
+
+
+def test_output_folder_that_cannot_be_made(tmp_path, capsys):
+    make_video(str(tmp_path / 'src' / '1.mp4'), num_frames=2)
+    (tmp_path / 'a_file').write_text('')
+    assert vid2img_sthv2.main([str(tmp_path / 'src'), str(tmp_path / 'a_file'), '--no_progress']) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        'error: cannot create output folder {} (File exists)'.format(tmp_path / 'a_file')]
 
 
 def test_empty_folder_is_an_error(tmp_path, capsys):

@@ -227,12 +227,10 @@ def _worker(args):
 
 
 def run_jobs(jobs, opts, num_workers=1, progress=True):
-    """Extract every job (``num_workers`` processes); returns the results in job order."""
+    """Extract every job (``num_workers`` processes; the output folders exist); returns the results in job order."""
     from tqdm import tqdm
 
     jobs = list(jobs)
-    for parent in sorted({os.path.dirname(j.dst) for j in jobs}):
-        os.makedirs(parent, exist_ok=True)
     bar = tqdm(total=len(jobs), unit='video', disable=not progress, file=sys.stderr)
     results = {}
     try:
@@ -314,6 +312,9 @@ def check_common_args(args):
         raise LSNetError('--fps must be >= 0, got %g' % args.fps)
     if args.jobs < 1:
         raise LSNetError('--jobs must be >= 1, got %d' % args.jobs)
+    if args.failed_list and (os.path.isdir(args.failed_list) or
+                             not os.path.isdir(os.path.dirname(os.path.abspath(args.failed_list)))):
+        raise LSNetError('--failed_list %s: give a file in an existing folder' % args.failed_list)
     resolve_backend(args.backend)
 
 
@@ -337,6 +338,11 @@ def run_cli(args, jobs, tmpl):
     short_side, height = frame_size_flags(args)
     opts = ExtractOptions(tmpl=tmpl, short_side=short_side, height=height, quality=args.quality,
                           fps=args.fps, backend=args.backend)
+    for parent in sorted({os.path.dirname(j.dst) for j in jobs}):
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise LSNetError('cannot create output folder %s (%s)' % (parent, exc.strerror)) from None
     size = 'height %d' % height if height else 'short side %d' % short_side if short_side else 'original size'
     print('%d videos, backend %s, %d jobs, %s, quality %d (-q:v %d)' % (
         len(jobs), resolve_backend(args.backend), args.jobs, size, args.quality, ffmpeg_quality(args.quality)),
