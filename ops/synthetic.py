@@ -520,8 +520,13 @@ def ensure_synthetic(root, seed=0, **size_options):
         raise LSNetError(f'synthetic dataset folder {root} exists but holds no complete dataset '
                          f'({META_FILE} missing); remove it or run '
                          f'python tools/gen_synthetic.py --out {root} --force')
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise LSNetError(f'synthetic dataset folder {root} is a file')
     parent = os.path.dirname(root)
-    os.makedirs(parent, exist_ok=True)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise LSNetError(f'cannot create the folder {parent} of the synthetic dataset {root} ({e.strerror})') from None
     tmp = tempfile.mkdtemp(prefix='.' + os.path.basename(root) + '.tmp-', dir=parent)
     try:
         generate(tmp, seed=seed, **size_options)

@@ -146,6 +146,20 @@ def test_cli_force(tmp_path, capsys):
     assert gs.main(args + ['--seed', '2', '--force']) == 0
 
 
+@pytest.mark.parametrize('under, fragment', [('', 'is a file'), ('sub', 'cannot create the folder')])
+def test_cli_out_that_is_or_is_under_a_file(tmp_path, capsys, under, fragment):
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('keep me')
+    out = str(a_file / under) if under else str(a_file)
+    args = ['--out', out, '--train_per_class', '1', '--val_per_class', '1', '--frames', '8', '--size', '32',
+            '--families', 'horizontal']
+    for extra in ([], ['--force']):
+        assert gs.main(args + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith('error: ') and '\n' not in err and fragment in err, err
+    assert a_file.read_text() == 'keep me' and os.listdir(tmp_path) == ['a_file']
+
+
 def test_long_order_flashes_are_far_apart():
     """order_long: a red flash of >= 5 of 24 frames, then, >= 1/4 of the clip later, a blue one
     (the partner class is the same clip reversed, checked above for every pair)."""

@@ -45,7 +45,7 @@ def main(argv=None):
                 frames=args.frames, size=args.size, families=args.families)
     try:
         out = os.path.abspath(args.out)
-        if args.force and os.path.exists(out):
+        if args.force and os.path.isdir(out):
             shutil.rmtree(out)
         t0 = time.time()
         if read_meta(out) is not None:
