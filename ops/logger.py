@@ -13,8 +13,33 @@ CSV_FIELDS = ['epoch', 'lr', 'train_loss', 'train_top1', 'train_top5', 'val_loss
               'best_top1', 'clips_per_s', 'seconds']
 
 
+LOG_FILES = ('log.txt', 'log.csv', 'args.txt')
+EVENTS_PREFIX = 'events.out.tfevents.'
+PREVIOUS = 'previous_runs'
+
+
+def archive_previous_logs(log_dir):
+    """Move the logs an earlier run left in ``log_dir`` to ``log_dir/previous_runs/<k>/``; return it or None.
+
+    A new run under an existing name (no ``--resume``) starts fresh logs; the old ones are kept apart,
+    so a run that fails at once loses nothing and TensorBoard shows the two runs as separate curves.
+    """
+    names = [n for n in sorted(os.listdir(log_dir)) if n in LOG_FILES or n.startswith(EVENTS_PREFIX)]
+    if not names:
+        return None
+    k = 1
+    while os.path.exists(os.path.join(log_dir, PREVIOUS, str(k))):
+        k += 1
+    dest = os.path.join(log_dir, PREVIOUS, str(k))
+    os.makedirs(dest)
+    for name in names:
+        os.replace(os.path.join(log_dir, name), os.path.join(dest, name))
+    return dest
+
+
 class RunLogger:
-    """Writes ``log.txt``, ``log.csv``, ``args.txt`` and tensorboardX events into ``log_dir``."""
+    """Writes ``log.txt``, ``log.csv``, ``args.txt`` and tensorboardX events into ``log_dir``;
+    a fresh run (``append=False``) first moves an earlier run's logs aside (:func:`archive_previous_logs`)."""
 
     def __init__(self, log_dir, enabled=True, append=False, tensorboard=True):
         self.enabled = enabled
@@ -24,6 +49,7 @@ class RunLogger:
         if not enabled:
             return
         os.makedirs(log_dir, exist_ok=True)
+        archived = None if append else archive_previous_logs(log_dir)
         self._text = logging.FileHandler(os.path.join(log_dir, 'log.txt'), mode='a' if append else 'w')
         self._text.setFormatter(logging.Formatter('%(asctime)s %(message)s'))
         logging.getLogger().addHandler(self._text)
@@ -37,6 +63,8 @@ class RunLogger:
         if tensorboard:
             from tensorboardX import SummaryWriter
             self._writer = SummaryWriter(log_dir=log_dir)
+        if archived:
+            log.info('logs of an earlier run named %s moved to %s', os.path.basename(log_dir), archived)
 
     def save_args(self, args_dict):
         if self.enabled:

@@ -299,3 +299,23 @@ def test_skip_bad_videos_trains_around_a_broken_video(caplog, data, tmp_path):
     with caplog.at_level('WARNING'):
         assert train_main.main(train_argv(copy, str(tmp_path), epochs=1, extra=['--skip_bad_videos'])) == 0
     assert 'skipping bad video train_red_0' in caplog.text
+
+
+def test_failed_rerun_keeps_the_earlier_logs(capsys, data, tmp_path):
+    """A new run under a finished run's name that fails at once leaves the earlier logs intact."""
+    import shutil
+    copy = _copy_data(data, tmp_path)
+    out = str(tmp_path / 'out')
+    argv = train_argv(copy, out, epochs=1, extra=['-j', '0'])
+    assert train_main.main(argv) == 0
+    log_dir = os.path.join(out, 'log', os.path.basename(run_dir(out, 1)))
+    before = {n: open(os.path.join(log_dir, n)).read() for n in ('log.txt', 'log.csv', 'args.txt')}
+    assert len(before['log.csv'].splitlines()) == 2  # header and epoch 0
+    capsys.readouterr()
+    shutil.rmtree(os.path.join(copy, 'frames', 'train_red_0'))
+    assert train_main.main(argv) == 2
+    _one_line_error(capsys, 'train_red_0')
+    kept = os.path.join(log_dir, 'previous_runs', '1')
+    assert {n: open(os.path.join(kept, n)).read() for n in before} == before
+    assert any(n.startswith('events.out.tfevents.') for n in os.listdir(kept))
+    assert 'moved to ' + kept in open(os.path.join(log_dir, 'log.txt')).read()
