@@ -4,7 +4,7 @@ Every flag of the TSM reference keeps its name and default (except ``--arch``, w
 ``resnet50`` instead of ``BNInception``).  Flags that the reference does not have are additive and
 live in their own argument groups.
 """
-import argparse
+from ops.errors import ArgumentParser
 
 DEVICE_CHOICES = ('auto', 'cpu', 'cuda')
 MODALITIES = ('RGB', 'Flow', 'RGBDiff')
@@ -25,7 +25,7 @@ def _add_dataset_flags(group):
 
 def build_train_parser():
     """Parser of ``main.py`` (training, fine-tuning, validation)."""
-    p = argparse.ArgumentParser(description='Train TSN / TSM / LSNet video action recognition models')
+    p = ArgumentParser(description='Train TSN / TSM / LSNet video action recognition models')
     p.add_argument('dataset', type=str)
     p.add_argument('modality', type=str, choices=MODALITIES)
     p.add_argument('--train_list', type=str, default='')
@@ -167,7 +167,7 @@ def add_compile_flags(g):
 
 def build_test_parser():
     """Parser of ``test_models.py`` (evaluation of one or several checkpoints)."""
-    p = argparse.ArgumentParser(description='Evaluate TSN / TSM / LSNet checkpoints on a test list')
+    p = ArgumentParser(description='Evaluate TSN / TSM / LSNet checkpoints on a test list')
     p.add_argument('dataset', type=str)
     p.add_argument('--weights', type=str, nargs='+', default=None, required=True,
                    help='checkpoint(s); several (space or comma separated) make an ensemble')

@@ -3,8 +3,9 @@
 Library code raises :class:`LSNetError` for anything the user can fix (a bad flag combination, a
 missing file, a malformed list line, a checkpoint that does not fit the model).  Entry points catch
 it once, print ``error: <message>`` and exit with status 2.  Any other exception is a bug and keeps
-its traceback.
+its traceback.  :class:`ArgumentParser` gives argparse's own errors the same one-line form.
 """
+import argparse
 
 
 class LSNetError(Exception):
@@ -26,3 +27,12 @@ def user_message(exc):
                 return last[len(prefix):]
         return last
     return msg
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose command-line mistakes end like every other user error: one
+    ``error: <message>`` line (argparse names the flag: "argument --test_crops: invalid choice: ...")
+    and exit status 2, instead of the whole usage text first.  ``-h`` still prints the full help."""
+
+    def error(self, message):
+        self.exit(2, 'error: {} (see {} -h)\n'.format(message, self.prog))

@@ -50,13 +50,18 @@ def test_bad_flag_combinations(capsys, data, tmp_path, flags, fragment):
     _one_line_error(capsys, fragment)
 
 
-def test_argparse_errors_exit_2(data):
+@pytest.mark.parametrize('entry, argv, fragment', [
+    (test_models.main, ['custom', '--weights', 'a.pth', '--test_crops', '7'], 'argument --test_crops: invalid choice'),
+    (train_main.main, ['kinetics', 'Depth'], "argument modality: invalid choice: 'Depth'"),
+    (train_main.main, ['kinetics', 'RGB', '--lr_steps', 'abc'], 'argument --lr_steps'),
+    (train_main.main, ['kinetics', 'RGB', '--no_such_flag'], 'unrecognized arguments: --no_such_flag'),
+])
+def test_argparse_errors_are_one_line(capsys, entry, argv, fragment):
+    """argparse's own errors (bad choice, type, unknown flag) end like every user error: one line, exit 2."""
     with pytest.raises(SystemExit) as e:
-        test_models.main(['custom', '--weights', 'a.pth', '--test_crops', '7'])
+        entry(argv)
     assert e.value.code == 2
-    with pytest.raises(SystemExit) as e:
-        train_main.main(['kinetics', 'Depth'])
-    assert e.value.code == 2
+    _one_line_error(capsys, fragment)
 
 
 def test_resume_names_every_changed_architecture_field(capsys, data, tmp_path):
@@ -319,3 +324,18 @@ def test_failed_rerun_keeps_the_earlier_logs(capsys, data, tmp_path):
     assert {n: open(os.path.join(kept, n)).read() for n in before} == before
     assert any(n.startswith('events.out.tfevents.') for n in os.listdir(kept))
     assert 'moved to ' + kept in open(os.path.join(log_dir, 'log.txt')).read()
+
+
+TOOLS = ('ablation', 'bench_data', 'bench_online', 'bench_shift', 'bench_train', 'demo', 'download_pretrained',
+         'early_recognition', 'export', 'extract_frames', 'gen_label_hmdb51', 'gen_label_jester',
+         'gen_label_kinetics', 'gen_label_sthv1', 'gen_label_sthv2', 'gen_label_ucf101', 'gen_synthetic',
+         'model_stats', 'online_demo', 'vid2img_kinetics', 'vid2img_sthv2')
+
+
+@pytest.mark.parametrize('tool', TOOLS)
+def test_every_tool_reports_flag_mistakes_in_one_line(capsys, tool):
+    import importlib
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module('tools.' + tool).main(['--no_such_flag'])
+    assert e.value.code == 2
+    _one_line_error(capsys, 'argument')

@@ -47,7 +47,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from ops.errors import LSNetError  # noqa: E402
+from ops.errors import ArgumentParser, LSNetError  # noqa: E402
 
 # the quick start's classes plus the long-range order pair (after "order", as in the table)
 ABLATION_FAMILIES = ('horizontal', 'vertical', 'rotation', 'scale', 'order', 'order_long', 'speed',
@@ -81,7 +81,7 @@ DEFAULT_MODELS = ['TSN', 'TSM', 'LSNet', 'LSNet-start2-shiftinit', 'LSNet-short'
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--root', default=None,
                    help='synthetic dataset folder (default $LSNET_DATA_ROOT/synthetic_ablation, else '
                         './data/synthetic_ablation); generated when missing, with the quick start\'s '

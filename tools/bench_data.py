@@ -37,7 +37,6 @@ not with time spent waiting for a core), and as its last line
 
 ``--generate`` writes Kinetics-like 340x256 JPEG frame folders and the list when ``R`` does not exist.
 """
-import argparse
 import math
 import os
 import sys
@@ -51,7 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops.dataset import TSNDataSet, segment_frame_numbers  # noqa: E402
 from ops.engine import prepare_clips  # noqa: E402
-from ops.errors import LSNetError  # noqa: E402
+from ops.errors import ArgumentParser, LSNetError  # noqa: E402
 from ops.transforms import RGB_MEAN, RGB_STD, build_transform  # noqa: E402
 from ops.video_io import keep_freed_memory, read_frames  # noqa: E402
 
@@ -187,7 +186,7 @@ class RepeatedOrder(torch.utils.data.Sampler):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--root_path', required=True)
     p.add_argument('--list', required=True)
     p.add_argument('--image_tmpl', default='img_{:05d}.jpg')

@@ -45,7 +45,6 @@ same grad mode, and the largest difference relative to the largest logit is prin
 Usage: ``python tools/bench_online.py [--size 224] [--repeats 40] [--warmup 3] [--threads 2]``;
 a quick run: ``--size 32 --repeats 2 --warmup 1``.
 """
-import argparse
 import collections
 import json
 import os
@@ -58,6 +57,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops.config import ModelConfig  # noqa: E402
+from ops.errors import ArgumentParser  # noqa: E402
 from ops.models import build_model  # noqa: E402
 from ops.streaming import CompiledStep, Streamer, offline_frame_logits  # noqa: E402
 from ops.utils import to_channels_last  # noqa: E402
@@ -227,7 +227,7 @@ def met(value, comparison, target):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--size', type=int, default=224, help='frame size (square)')
     p.add_argument('--num_segments', type=int, default=8, help='trained segments: the window length')
     p.add_argument('--num_class', type=int, default=400)

@@ -19,7 +19,6 @@ as a check. The last line is machine-readable: ``tsm_over_tsn_train=<x> tsm_over
 Usage: ``python tools/bench_shift.py [--arch resnet50] [--num_segments 8] [--input_size 224]
 [--repeats 15] [--warmup 2] [--threads 2]``
 """
-import argparse
 import os
 import statistics
 import sys
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops.config import ModelConfig  # noqa: E402
+from ops.errors import ArgumentParser  # noqa: E402
 from ops.models import build_model  # noqa: E402
 from ops.utils import to_channels_last  # noqa: E402
 from ops.engine import prepare_clips  # noqa: E402
@@ -98,7 +98,7 @@ def measure(runners, repeats, warmup):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--arch', default='resnet50')
     p.add_argument('--num_segments', type=int, default=8)
     p.add_argument('--input_size', type=int, default=224)

@@ -31,7 +31,6 @@ The last line:
 (the first two for TSM-R50 with the defaults; the LSNet ratios are the largest over backbones and
 eager / compiled, since each must meet its target).  Targets: >= 1.3, >= 1.3, <= 1.05, <= 1.10.
 """
-import argparse
 import gc
 import os
 import statistics
@@ -44,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops.engine import autocast_context  # noqa: E402
 from ops.config import ModelConfig  # noqa: E402
+from ops.errors import ArgumentParser  # noqa: E402
 from ops.models import build_model  # noqa: E402
 from ops.utils import to_channels_last  # noqa: E402
 from opts import build_train_parser  # noqa: E402
@@ -232,7 +232,7 @@ def compare_compile(args, x, y):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--arch', default='resnet50')
     p.add_argument('--segments', type=int, default=8)
     p.add_argument('--batch', type=int, default=8, help='clips per step')

@@ -12,7 +12,6 @@ entry or official file name), the Kinetics-400 names of ``ops/kinetics400.txt``,
         --category_file kinetics/labels/category.txt --json
 """
 
-import argparse
 import json
 import os
 import re
@@ -25,7 +24,7 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
 import torch  # noqa: E402
 
 from ops.checkpoint import load_model  # noqa: E402
-from ops.errors import LSNetError  # noqa: E402
+from ops.errors import ArgumentParser, LSNetError  # noqa: E402
 from ops.utils import to_channels_last  # noqa: E402
 from opts import add_compile_flags, add_memory_format_flags  # noqa: E402
 
@@ -149,7 +148,7 @@ def pick_device(name):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description='Top-k classes of one video with a trained checkpoint.')
+    p = ArgumentParser(description='Top-k classes of one video with a trained checkpoint.')
     p.add_argument('checkpoint', help='checkpoint file (ours or an official TSM file)')
     p.add_argument('input', help='video file or folder of frames')
     p.add_argument('--category_file', default='', help='class names, one per line')

@@ -10,7 +10,6 @@ is deleted. A cut transfer from a server that supports HTTP Range keeps its ``.p
 command resumes it; otherwise nothing is left. Files already present are skipped. The table and
 the download live in ``ops/model_zoo.py``.
 """
-import argparse
 import os
 import sys
 
@@ -18,7 +17,7 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ops import model_zoo  # noqa: E402
-from ops.errors import LSNetError  # noqa: E402
+from ops.errors import ArgumentParser, LSNetError  # noqa: E402
 from ops.utils import run_entry_point  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +25,7 @@ DEFAULT_DIR = os.path.join(REPO, 'pretrained')
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description='Download and verify model-zoo checkpoints.')
+    p = ArgumentParser(description='Download and verify model-zoo checkpoints.')
     p.add_argument('names', nargs='*', metavar='NAME', help='file names from --list (.pth optional)')
     p.add_argument('--list', action='store_true', help='print the zoo: names, datasets, reported top-1')
     p.add_argument('--all', action='store_true', help='download every file of the zoo')

@@ -40,7 +40,6 @@ models dashed with a dotted horizontal line at their 100 % accuracy), ``--out_js
 every video's prediction at every fraction), and a last line
 ``early_recognition: <name>@100=<acc> ...`` (top-1 % on the whole videos, every model).
 """
-import argparse
 import json
 import logging
 import os
@@ -52,7 +51,7 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
 
 import torch  # noqa: E402
 
-from ops.errors import LSNetError  # noqa: E402
+from ops.errors import ArgumentParser, LSNetError  # noqa: E402
 from ops.streaming import OnlineRecognizer, Streamer, default_stride  # noqa: E402
 
 log = logging.getLogger('early_recognition')
@@ -321,7 +320,7 @@ def run(args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--root_path', required=True, help='root of the dataset (a tools/gen_synthetic.py --out folder)')
     p.add_argument('--dataset', default='synthetic', help='registered dataset name (default: synthetic)')
     p.add_argument('--val_list', default=None, help='list file to evaluate (default: the dataset\'s validation list)')

@@ -20,7 +20,6 @@ Exit status: 0 on success, 1 when an exported model does not match the eager one
 error.
 """
 
-import argparse
 import importlib.util
 import os
 import sys
@@ -30,7 +29,7 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
 
 import torch  # noqa: E402
 
-from ops.errors import LSNetError  # noqa: E402
+from ops.errors import ArgumentParser, LSNetError  # noqa: E402
 from ops.checkpoint import load_model  # noqa: E402
 
 
@@ -159,7 +158,7 @@ def run_online(args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description='Export a checkpoint to torch.export (and ONNX).')
+    p = ArgumentParser(description='Export a checkpoint to torch.export (and ONNX).')
     p.add_argument('checkpoint')
     p.add_argument('--out', default='', help='ExportedProgram file (default: <checkpoint stem>.pt2)')
     p.add_argument('--onnx', default='', help='ONNX file (default: <checkpoint stem>.onnx)')

@@ -20,7 +20,6 @@ scales the shorter side instead.  Quality 100 (the default) is FFmpeg's finest d
 ``-q:v 2``, the one the reference's ``-q:v 0`` is clipped to.
 """
 
-import argparse
 import dataclasses
 import math
 import multiprocessing
@@ -34,7 +33,7 @@ from fractions import Fraction
 if __package__ in (None, ''):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ops.errors import LSNetError  # noqa: E402
+from ops.errors import ArgumentParser, LSNetError  # noqa: E402
 
 VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov', '.flv', '.m4v')
 TMP_SUFFIX = '.tmp'
@@ -382,7 +381,7 @@ def extract_cli(parser, argv, make_jobs, tmpl=None, hint=''):
 
 def main(argv=None):
     """Generic CLI: every video directly inside ``src`` -> ``out/<name>/`` with ``--tmpl``."""
-    parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), 0)
+    parser = add_common_args(ArgumentParser(description=__doc__.splitlines()[0]), 0)
     parser.add_argument('--tmpl', default='img_{:05d}.jpg', help='frame file template')
     return extract_cli(parser, argv, flat_jobs)
 

@@ -11,7 +11,6 @@ already at ``--out`` made with the same options is kept; one made with other opt
 unless ``--force`` replaces it.  Errors print one line ``error: ...`` and exit with status 2.
 """
 
-import argparse
 import logging
 import os
 import shutil
@@ -20,7 +19,7 @@ import time
 
 if __package__ in (None, ''):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from ops.errors import LSNetError  # noqa: E402
+from ops.errors import ArgumentParser, LSNetError  # noqa: E402
 # the renderer's public names, re-exported for callers of tools.gen_synthetic
 from ops.synthetic import (DEFAULT_FAMILIES, DEFAULTS, FAMILIES, FORMAT_VERSION,  # noqa: E402,F401
                            IMAGE_TMPL, META_FILE, class_table, describe_mismatch, ensure_synthetic,
@@ -28,7 +27,7 @@ from ops.synthetic import (DEFAULT_FAMILIES, DEFAULTS, FAMILIES, FORMAT_VERSION,
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--out', required=True, help='dataset root to create')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--force', action='store_true', help='replace an existing dataset at --out')

@@ -7,7 +7,6 @@ label i).  Videos whose frame folder is missing or empty are skipped, counted an
 ``missing_<list file>``.
 """
 
-import argparse
 import io
 import os
 import sys
@@ -15,7 +14,7 @@ import sys
 if __package__ in (None, ''):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ops.errors import LSNetError  # noqa: E402
+from ops.errors import ArgumentParser, LSNetError  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 CATEGORY_FILE = 'category.txt'
@@ -123,7 +122,7 @@ def write_list(out_dir, name, builder):
 
 def base_parser(description):
     """Parser with the flags every generator shares: ``--frame_root`` and ``--out_dir``."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = ArgumentParser(description=description)
     parser.add_argument('--frame_root', required=True,
                         help='folder holding the extracted frame folders (list paths are relative to it)')
     parser.add_argument('--out_dir', default='.',

@@ -20,7 +20,6 @@ LSNet/TSM ratios measured in the same run:
     python tools/model_stats.py --table
 """
 
-import argparse
 import os
 import sys
 import time
@@ -31,7 +30,7 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from ops.errors import LSNetError  # noqa: E402
+from ops.errors import ArgumentParser, LSNetError  # noqa: E402
 
 TABLE_VARIANTS = (
     ('TSN', dict(shift=False)),
@@ -179,7 +178,7 @@ def run_table(args, out=None):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description='Parameters, FLOPs (torch.utils.flop_counter) and CPU '
+    p = ArgumentParser(description='Parameters, FLOPs (torch.utils.flop_counter) and CPU '
                                             'latency of a model configuration.')
     p.add_argument('--arch', default='resnet50')
     p.add_argument('--num_segments', type=int, default=8)

@@ -27,7 +27,6 @@ Class names: ``--category_file``, else the checkpoint's ``categories``, else the
 (as ``tools/demo.py``).  Every user mistake ends with one ``error: ...`` line and exit status 2.
 """
 
-import argparse
 import contextlib
 import fractions
 import json
@@ -44,7 +43,7 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from ops.errors import LSNetError  # noqa: E402
+from ops.errors import ArgumentParser, LSNetError  # noqa: E402
 from opts import add_compile_flags  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -519,7 +518,7 @@ def _run(args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description='Frame-by-frame recognition of a video, frame folder or camera with an '
+    p = ArgumentParser(description='Frame-by-frame recognition of a video, frame folder or camera with an '
                                             'online (--shift_direction uni) checkpoint.')
     p.add_argument('video', nargs='?', default='', help='video file (or --video, --frames, --camera)')
     p.add_argument('--video', dest='video_flag', default='', help='video file')

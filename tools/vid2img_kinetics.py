@@ -17,13 +17,13 @@ Resumable: finished videos are skipped, interrupted ones redone.  Exit status 1 
 failed to decode (they are listed), 2 on a usage error.
 """
 
-import argparse
 import os
 import sys
 
 if __package__ in (None, ''):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ops.errors import ArgumentParser  # noqa: E402
 from tools.extract_frames import add_common_args, extract_cli, flat_jobs  # noqa: E402
 from tools.label_common import kinetics_class_name  # noqa: E402
 
@@ -44,7 +44,7 @@ def kinetics_jobs(src, out):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description='Kinetics videos -> frame folders '
+    parser = ArgumentParser(description='Kinetics videos -> frame folders '
                                                  '(<out>/<class>/<video>/img_00001.jpg)')
     return add_common_args(parser, default_height=REFERENCE_HEIGHT)
 

@@ -13,13 +13,13 @@ Resumable: finished videos are skipped, interrupted ones redone.  Exit status 1 
 failed to decode (they are listed), 2 on a usage error.
 """
 
-import argparse
 import os
 import sys
 
 if __package__ in (None, ''):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ops.errors import ArgumentParser  # noqa: E402
 from tools.extract_frames import add_common_args, extract_cli, flat_jobs  # noqa: E402
 
 # the frame height of the TSM reference's extraction (ffmpeg -vf scale=-1:256 -q:v 0): the frames the
@@ -29,7 +29,7 @@ FRAME_TMPL = '{:06d}.jpg'
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description='Something-Something V2 videos -> frame folders '
+    parser = ArgumentParser(description='Something-Something V2 videos -> frame folders '
                                                  '(<out>/<id>/000001.jpg)')
     return add_common_args(parser, default_height=REFERENCE_HEIGHT)
 
