@@ -166,6 +166,10 @@ def check_output_paths(args):
             raise LSNetError('--confusion {}: give a .png (or .pdf, .svg) file'.format(args.confusion))
         if importlib.util.find_spec('matplotlib') is None:
             raise LSNetError('--confusion needs matplotlib: pip install "matplotlib>=3.7"')
+    inputs = [('--weights', w) for item in args.weights for w in item.split(',')]
+    inputs += [(flag, path) for flag, path in (('--test_list', args.test_list), ('--category_file', args.category_file),
+                                               ('--class_groups', args.class_groups)) if path]
+    written = []
     for flag, path in (('--csv_file', args.csv_file), ('--json_file', args.json_file),
                        ('--save_scores', args.save_scores), ('--confusion', args.confusion)):
         if path:
@@ -174,6 +178,11 @@ def check_output_paths(args):
                 raise LSNetError('{} {}: folder {} does not exist'.format(flag, path, folder))
             if os.path.isdir(path):
                 raise LSNetError('{} {}: is a folder'.format(flag, path))
+            for other_flag, other in inputs + written:
+                if os.path.abspath(other) == os.path.abspath(path) or (
+                        os.path.exists(path) and os.path.exists(other) and os.path.samefile(path, other)):
+                    raise LSNetError('{} {} is also {}: give another file'.format(flag, path, other_flag))
+            written.append((flag, path))
 
 
 def write_outputs(args, res, scores, labels, names, categories):

@@ -42,6 +42,9 @@ class LRSchedule:
         self.weight_decay = float(weight_decay)
         self.lr_type = lr_type
         self.lr_steps = [float(s) for s in lr_steps]
+        if any(s < 0 for s in self.lr_steps):
+            raise LSNetError('--lr_steps {}: epochs at which the rate drops cannot be negative'.format(
+                ' '.join('{:g}'.format(s) for s in self.lr_steps)))
         self.epochs = int(epochs)
         self.warmup = float(warmup)
         self.last_epoch = 0

@@ -424,6 +424,22 @@ def _plan(seed, split, split_id, per_class, families, frames, size, frames_dir):
     return jobs, lines
 
 
+def check_options(num_train_per_class=DEFAULTS['num_train_per_class'],
+                  num_val_per_class=DEFAULTS['num_val_per_class'], frames=DEFAULTS['frames'],
+                  size=DEFAULTS['size'], families=DEFAULTS['families'], workers=None):
+    """Raise :class:`LSNetError` for options :func:`generate` cannot render (before anything is written)."""
+    if frames < 2 or size < 16 or num_train_per_class < 1 or num_val_per_class < 1:
+        raise LSNetError(f'gen_synthetic: need frames >= 2, size >= 16 and >= 1 clip per class '
+                         f'(got frames={frames}, size={size}, train={num_train_per_class}, '
+                         f'val={num_val_per_class})')
+    if workers is not None and workers < 1:
+        raise LSNetError(f'gen_synthetic: --workers must be at least 1 (got {workers})')
+    class_table(tuple(families))  # raises for an unknown family
+    for fam in families:
+        if fam in LONG_CLIP_FAMILIES:
+            LONG_CLIP_FAMILIES[fam](frames)  # raises for clips too short
+
+
 def generate(out_dir, seed=0, num_train_per_class=DEFAULTS['num_train_per_class'],
              num_val_per_class=DEFAULTS['num_val_per_class'], frames=DEFAULTS['frames'],
              size=DEFAULTS['size'], families=DEFAULTS['families'], workers=None):
@@ -439,14 +455,8 @@ def generate(out_dir, seed=0, num_train_per_class=DEFAULTS['num_train_per_class'
     Returns ``out_dir``.  Same seed and options -> byte-identical files.
     """
     families = tuple(families)
-    if frames < 2 or size < 16 or num_train_per_class < 1 or num_val_per_class < 1:
-        raise LSNetError(f'gen_synthetic: need frames >= 2, size >= 16 and >= 1 clip per class '
-                         f'(got frames={frames}, size={size}, train={num_train_per_class}, '
-                         f'val={num_val_per_class})')
+    check_options(num_train_per_class, num_val_per_class, frames, size, families, workers)
     names, groups, pairs, _ = class_table(families)
-    for fam in families:
-        if fam in LONG_CLIP_FAMILIES:
-            LONG_CLIP_FAMILIES[fam](frames)  # raises for clips too short
     frames_dir = os.path.join(out_dir, 'frames')
     os.makedirs(frames_dir, exist_ok=True)
     t0 = time.time()

@@ -43,6 +43,7 @@ def test_missing_list(capsys, data, tmp_path):
     (['--shift', '--shift_div', '0'], '--shift_div'),
     (['--dropout', '1.5'], '--dropout'),
     (['--momentum', '-1'], '--momentum'),
+    (['--lr_steps', '-1'], '--lr_steps -1'),
 ])
 def test_bad_flag_combinations(capsys, data, tmp_path, flags, fragment):
     argv = [a for a in train_argv(data, str(tmp_path)) if a != '--shift'] + flags
@@ -277,6 +278,25 @@ def test_test_models_bad_flags(capsys, data, official_tsm, extra, fragment):
         ['--test_list', os.path.join(data, 'val.txt'), '-j', '0', '--input_size', '32'] + extra
     assert test_models.main(argv) == 2
     _one_line_error(capsys, fragment)
+
+
+@pytest.mark.parametrize('flag, target', [('--csv_file', 'list'), ('--save_scores', 'weights'),
+                                          ('--json_file', 'csv')])
+def test_test_models_output_that_is_an_input_or_another_output(capsys, data, official_tsm, tmp_path, flag, target):
+    """An output naming an input file (or another output) is refused before scoring; nothing is overwritten."""
+    import shutil
+    val = str(tmp_path / 'val.txt')
+    shutil.copyfile(os.path.join(data, 'val.txt'), val)
+    paths = {'list': val, 'weights': official_tsm, 'csv': str(tmp_path / 'pred.csv')}
+    before = {k: open(v, 'rb').read() for k, v in paths.items() if os.path.exists(v)}
+    argv = ['custom', '--weights', official_tsm] + data_flags(data)[:2] + data_flags(data)[6:] + \
+        ['--test_list', val, '-j', '0', '--input_size', '32', '--csv_file', paths['csv'], flag, paths[target]]
+    if flag == '--csv_file':
+        argv = argv[:-4] + argv[-2:]
+    assert test_models.main(argv) == 2
+    _one_line_error(capsys, 'is also {}'.format({'list': '--test_list', 'weights': '--weights',
+                                                  'csv': '--csv_file'}[target]))
+    assert {k: open(v, 'rb').read() for k, v in paths.items() if os.path.exists(v)} == before
 
 
 @pytest.mark.parametrize('content, name, fragment', [

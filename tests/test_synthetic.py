@@ -144,6 +144,12 @@ def test_cli_force(tmp_path, capsys):
     assert gs.main(args + ['--seed', '2']) == 2
     assert 'error:' in capsys.readouterr().err
     assert gs.main(args + ['--seed', '2', '--force']) == 0
+    # options it cannot render are refused before --force removes the dataset already there
+    for bad, fragment in ((['--workers', '0'], '--workers must be at least 1'), (['--frames', '1'], 'frames >= 2')):
+        assert gs.main(args + ['--seed', '3', '--force'] + bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith('error: ') and '\n' not in err and fragment in err, err
+        assert syn.read_meta(out)['seed'] == 2
 
 
 @pytest.mark.parametrize('under, fragment', [('', 'is a file'), ('sub', 'cannot create the folder')])

@@ -22,8 +22,8 @@ if __package__ in (None, ''):
 from ops.errors import ArgumentParser, LSNetError  # noqa: E402
 # the renderer's public names, re-exported for callers of tools.gen_synthetic
 from ops.synthetic import (DEFAULT_FAMILIES, DEFAULTS, FAMILIES, FORMAT_VERSION,  # noqa: E402,F401
-                           IMAGE_TMPL, META_FILE, class_table, describe_mismatch, ensure_synthetic,
-                           generate, read_meta)
+                           IMAGE_TMPL, META_FILE, check_options, class_table, describe_mismatch,
+                           ensure_synthetic, generate, read_meta)
 
 
 def main(argv=None):
@@ -44,6 +44,7 @@ def main(argv=None):
                 frames=args.frames, size=args.size, families=args.families)
     try:
         out = os.path.abspath(args.out)
+        check_options(workers=args.workers, **opts)  # before --force removes anything
         if args.force and os.path.isdir(out):
             shutil.rmtree(out)
         t0 = time.time()
