@@ -231,6 +231,10 @@ def test_unknown_name_points_at_list(tmp_path, capsys):
     code, _, err = run_tool(capsys, '--dir', tmp_path)
     assert code == 2
     assert_one_error_line(err, '--all', '--list')
+    code, _, err = run_tool(capsys, '--all', 'TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth',
+                            '--dir', tmp_path)
+    assert code == 2
+    assert_one_error_line(err, '--all downloads every file: give it without names')
     assert os.listdir(tmp_path) == []
 
 

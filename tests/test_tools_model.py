@@ -168,6 +168,8 @@ def test_model_stats_bad_flag(capsys):
     assert capsys.readouterr().err.startswith('error: --num_segments')
     assert model_stats.main(['--arch', 'vgg', '--no_latency']) == 2
     assert 'vgg' in capsys.readouterr().err
+    assert model_stats.main(['--table', '--table_archs', 'vgg', '--no_latency']) == 2
+    assert capsys.readouterr().err.startswith("error: --table_archs vgg: unknown --arch 'vgg'")
 
 
 def test_demo_official_name_bare_state_dict(tmp_path, capsys):

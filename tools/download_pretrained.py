@@ -48,7 +48,9 @@ def run(args):
     if args.list or args.markdown:
         print(model_zoo.format_table() if args.list else model_zoo.markdown_tables(), end='\n' if args.list else '')
         return 0
-    if args.all == bool(args.names):
+    if args.all and args.names:
+        raise LSNetError('--all downloads every file: give it without names ({})'.format(' '.join(args.names)))
+    if not args.all and not args.names:
         raise LSNetError('name the files to download, or pass --all (see the names with: {})'
                          .format(model_zoo.LIST_HINT))
     todo = model_zoo.entries() if args.all else [model_zoo.find(n) for n in args.names]

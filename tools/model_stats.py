@@ -147,6 +147,8 @@ def run_table(args, out=None):
             x = random_clip(model, args.batch_size)
             entries.append((arch, name, model, x, static_stats(model, x)))
     timed = [e for e in entries if e[2] is not None]
+    if not timed:
+        raise LSNetError('--table_archs {}: {}'.format(' '.join(args.table_archs), entries[0][4]))
     if args.no_latency:
         latencies = [float('nan')] * len(timed)
     else:
