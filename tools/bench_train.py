@@ -22,10 +22,11 @@ repo's defaults (channels_last; fp32 unless ``--amp``), all measured side by sid
          under ``torch.inference_mode`` as test_models.py runs
 
 Each model is built once and compiled once; the compile time (first calls minus an eager step) is
-reported on its own and left out of the step figures.  The training variants are timed first
-(``--rounds``), then freed, then the inference ones (``--infer_rounds``), as test_models.py runs
-inference alone; within a phase rounds interleave every variant, and the ratios are medians of
-per-round ratios, so load drifts on the machine hit both sides alike.
+reported on its own and left out of the step figures.  Three phases, each freed before the next:
+the fp32 training variants and the ``--amp`` ones (``--rounds`` each), then the inference ones
+(``--infer_rounds``), as main.py trains one model and test_models.py runs inference alone; within a
+phase rounds interleave every variant, and the ratios are medians of per-round ratios, so load
+drifts on the machine hit both sides alike.
 The last line:
 ``compile_train_speedup=<x> compile_infer_speedup=<y> lsnet_over_tsm_infer=<z> lsnet_over_tsm_train=<w>``
 (the first two for TSM-R50 with the defaults; the LSNet ratios are the largest over backbones and
@@ -172,20 +173,24 @@ def _run_phase(variants, x, y, warmup, rounds, compile_s, times, label):
 
 def compare_compile(args, x, y):
     """Compiled vs eager and LSNet vs TSM, training and inference; returns the dict of results."""
+    # Three phases, each interleaved round by round and freed before the next, as main.py trains one
+    # model in fp32 or with --amp and test_models.py runs inference alone in its process: the fp32
+    # training variants, the --amp ones, the inference ones.  Timed in one phase, bf16 steps made
+    # eager LSNet's fp32 step 1.2-1.5x slower, and an inference timed between training steps starts
+    # from their cold caches and allocator state.
+    compile_s, times = {}, {}
     train = {}
-    for arch in (args.arch,):
-        for lsm in (False, True):
-            for compiled in (False, True):
-                key = ('LSNet' if lsm else 'TSM', arch, 'compiled' if compiled else 'eager', 'fp32')
-                train[key] = TrainVariant(key, arch, lsm, compiled, False, args)
+    for lsm in (False, True):
+        for compiled in (False, True):
+            key = ('LSNet' if lsm else 'TSM', args.arch, 'compiled' if compiled else 'eager', 'fp32')
+            train[key] = TrainVariant(key, args.arch, lsm, compiled, False, args)
+    _run_phase(train, x, y, args.warmup, args.rounds, compile_s, times, 'training (fp32)')
+    train = {}
+    gc.collect()
     for compiled in (False, True):
         key = ('TSM', args.arch, 'compiled' if compiled else 'eager', 'amp')
         train[key] = TrainVariant(key, args.arch, False, compiled, True, args)
-    # Two phases, each interleaved round by round: the training variants, then (after they are freed)
-    # the inference ones, as test_models.py runs inference alone in its process; an inference timed
-    # between training steps would start from their cold caches and their allocator state.
-    compile_s, times = {}, {}
-    _run_phase(train, x, y, args.warmup, args.rounds, compile_s, times, 'training')
+    _run_phase(train, x, y, args.warmup, args.rounds, compile_s, times, 'training (--amp)')
     del train
     gc.collect()
     infer = {}
