@@ -239,12 +239,24 @@ def test_empty_folder_is_an_error(tmp_path, capsys):
 
 
 def test_runs_as_script(tmp_path):
-    make_video(str(tmp_path / 'v' / '7.webm'), num_frames=3, codec='libvpx')
+    """As a script, with worker processes (started from a fork server, which imports the script as
+    ``__mp_main__``)."""
+    for name in ('7', '8'):
+        make_video(str(tmp_path / 'v' / (name + '.webm')), num_frames=3, codec='libvpx')
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'vid2img_sthv2.py'),
-                           str(tmp_path / 'v'), str(tmp_path / 'f'), '--no_progress'],
+                           str(tmp_path / 'v'), str(tmp_path / 'f'), '--no_progress', '-j', '2'],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert frames_in(tmp_path / 'f' / '7') == ['000001.jpg', '000002.jpg', '000003.jpg']
+    for name in ('7', '8'):
+        assert frames_in(tmp_path / 'f' / name) == ['000001.jpg', '000002.jpg', '000003.jpg']
+
+
+def test_workers_do_not_hang_after_the_parent_decoded(kinetics_videos, tmp_path):
+    """A process that has decoded videos itself (decoder threads) and then extracts with -j 2: forked
+    workers used to wait forever on a lock held at the fork."""
+    assert vid2img_kinetics.main([str(kinetics_videos), str(tmp_path / 'a'), '-j', '1', '--no_progress']) in (0, 1)
+    assert vid2img_kinetics.main([str(kinetics_videos), str(tmp_path / 'b'), '-j', '2', '--no_progress']) in (0, 1)
+    assert sorted(os.listdir(tmp_path / 'a')) == sorted(os.listdir(tmp_path / 'b'))
 
 
 def test_videos_to_frames_to_lists_to_dataset(kinetics_videos, tmp_path):

@@ -238,8 +238,11 @@ def run_jobs(jobs, opts, num_workers=1, progress=True):
                 results[job] = extract_one(job, opts)
                 bar.update(1)
         else:
-            # 'spawn' would re-import the caller's __main__; 'fork' is fine: workers only decode.
-            ctx = multiprocessing.get_context('fork' if sys.platform != 'win32' else 'spawn')
+            # Not 'fork': a process that has already decoded (PyAV's decoder threads) or run torch can
+            # hold a lock at the fork, and a forked worker then waits on it forever. A fork server
+            # starts clean, once, and forks the workers from there.
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context('forkserver' if 'forkserver' in methods else 'spawn')
             with ctx.Pool(min(num_workers, len(jobs))) as pool:
                 for res in pool.imap_unordered(_worker, [(j, opts) for j in jobs], chunksize=1):
                     results[Job(res.src, res.dst)] = res
