@@ -170,7 +170,10 @@ class ModelConfig:
         missing = [k for k in ('num_class', 'num_segments') if d.get(k) is None]
         if missing:
             raise LSNetError('{}: model config lacks {}'.format(source, ', '.join(missing)))
-        return cls(**d)
+        try:
+            return cls(**d)
+        except (TypeError, ValueError) as e:  # a hand-edited file: num_segments='x', a list for a number, ...
+            raise LSNetError('{}: model config has a value of the wrong type ({})'.format(source, e)) from None
 
     @classmethod
     def from_args(cls, args, num_class):

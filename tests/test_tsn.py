@@ -219,6 +219,8 @@ def test_old_config_dicts_convert_on_load(caplog):
     assert 'old.pth: read an older config' in caplog.text
     with pytest.raises(LSNetError, match='unknown model config keys n_segment'):
         ModelConfig.from_dict(dict(old, n_segment=4), source='bad.pth')
+    with pytest.raises(LSNetError, match='bad.pth: model config has a value of the wrong type'):
+        ModelConfig.from_dict(dict(num_class=4, num_segments='x'), source='bad.pth')
 
 
 def test_config_differences_name_every_field():
