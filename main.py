@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ops.errors import LSNetError
+from ops.errors import LSNetError, make_folder
 from opts import build_train_parser
 
 log = logging.getLogger('main')
@@ -118,14 +118,6 @@ def atomic_copy(src, dst):
     tmp = dst + '.tmp{}'.format(os.getpid())
     shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
-
-
-def make_folder(path, flag, value):
-    """``os.makedirs(path)``; a folder that cannot be made is a user error naming ``flag``."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise LSNetError('{} {}: cannot create folder {} ({})'.format(flag, value, path, e.strerror)) from None
 
 
 def same_dataset(ckpt, path, dataset):
@@ -401,8 +393,9 @@ class TrainingRun:
         self.frames_per_segment = frames_per_segment(train_loader.dataset, args.num_segments)
         log_dir = os.path.join(args.root_log, self.run_name)
         if world.is_main:
-            make_folder(self.model_dir, '--root_model', args.root_model)
-            make_folder(log_dir, '--root_log', args.root_log)
+            for path, flag, value in ((self.model_dir, '--root_model', args.root_model),
+                                      (log_dir, '--root_log', args.root_log)):
+                make_folder(path, '{} {}: cannot create folder {}'.format(flag, value, path))
         logger = RunLogger(log_dir, enabled=world.is_main, append=resumed)
         logger.save_args(dict(vars(args), store_name=self.run_name, seed=self.seed, world_size=world.size,
                               device=str(self.loop_kw['device'])))

@@ -6,6 +6,7 @@ it once, print ``error: <message>`` and exit with status 2.  Any other exception
 its traceback.  :class:`ArgumentParser` gives argparse's own errors the same one-line form.
 """
 import argparse
+import os
 
 
 class LSNetError(Exception):
@@ -27,6 +28,15 @@ def user_message(exc):
                 return last[len(prefix):]
         return last
     return msg
+
+
+def make_folder(path, message):
+    """``os.makedirs(path, exist_ok=True)``; a folder that cannot be made (a file in the way, no
+    permission) is a user error: ``message`` and the system's reason, in one line."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise LSNetError('{} ({})'.format(message, e.strerror)) from None
 
 
 class ArgumentParser(argparse.ArgumentParser):

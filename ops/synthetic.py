@@ -47,7 +47,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from ops.errors import LSNetError
+from ops.errors import LSNetError, make_folder
 
 log = logging.getLogger(__name__)
 
@@ -533,10 +533,7 @@ def ensure_synthetic(root, seed=0, **size_options):
     if os.path.exists(root) and not os.path.isdir(root):
         raise LSNetError(f'synthetic dataset folder {root} is a file')
     parent = os.path.dirname(root)
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as e:
-        raise LSNetError(f'cannot create the folder {parent} of the synthetic dataset {root} ({e.strerror})') from None
+    make_folder(parent, f'cannot create the folder {parent} of the synthetic dataset {root}')
     tmp = tempfile.mkdtemp(prefix='.' + os.path.basename(root) + '.tmp-', dir=parent)
     try:
         generate(tmp, seed=seed, **size_options)

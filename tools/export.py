@@ -29,7 +29,7 @@ if __package__ in (None, ''):  # run as a script: make the repo root importable
 
 import torch  # noqa: E402
 
-from ops.errors import ArgumentParser, LSNetError  # noqa: E402
+from ops.errors import ArgumentParser, LSNetError, make_folder  # noqa: E402
 from ops.checkpoint import load_model  # noqa: E402
 
 
@@ -189,10 +189,7 @@ def output_file(path, flag, checkpoint):
     if os.path.isdir(path):
         raise LSNetError('%s %s is a folder' % (flag, path))
     folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise LSNetError('%s %s: cannot create folder %s (%s)' % (flag, path, folder, e.strerror)) from None
+    make_folder(folder, '%s %s: cannot create folder %s' % (flag, path, folder))
     if not os.access(folder, os.W_OK):
         raise LSNetError('%s %s: folder %s is not writable' % (flag, path, folder))
     return path

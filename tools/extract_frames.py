@@ -33,7 +33,7 @@ from fractions import Fraction
 if __package__ in (None, ''):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ops.errors import ArgumentParser, LSNetError  # noqa: E402
+from ops.errors import ArgumentParser, LSNetError, make_folder  # noqa: E402
 
 VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov', '.flv', '.m4v')
 TMP_SUFFIX = '.tmp'
@@ -341,10 +341,7 @@ def run_cli(args, jobs, tmpl):
     opts = ExtractOptions(tmpl=tmpl, short_side=short_side, height=height, quality=args.quality,
                           fps=args.fps, backend=args.backend)
     for parent in sorted({os.path.dirname(j.dst) for j in jobs}):
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except OSError as exc:
-            raise LSNetError('cannot create output folder %s (%s)' % (parent, exc.strerror)) from None
+        make_folder(parent, 'cannot create output folder %s' % parent)
     size = 'height %d' % height if height else 'short side %d' % short_side if short_side else 'original size'
     print('%d videos, backend %s, %d jobs, %s, quality %d (-q:v %d)' % (
         len(jobs), resolve_backend(args.backend), args.jobs, size, args.quality, ffmpeg_quality(args.quality)),

@@ -14,7 +14,7 @@ import sys
 if __package__ in (None, ''):  # run as a script: make the repo root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ops.errors import ArgumentParser, LSNetError  # noqa: E402
+from ops.errors import ArgumentParser, LSNetError, make_folder  # noqa: E402
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 CATEGORY_FILE = 'category.txt'
@@ -96,10 +96,7 @@ def write_lines(path, lines):
 
 def write_categories(out_dir, categories, name=CATEGORY_FILE):
     """``out_dir/category.txt``: class i on line i (every generator writes it first: ``out_dir`` is made here)."""
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as exc:
-        raise LSNetError('--out_dir %s: cannot create folder (%s)' % (out_dir, exc.strerror)) from None
+    make_folder(out_dir, '--out_dir %s: cannot create folder' % out_dir)
     path = os.path.join(out_dir, name)
     write_lines(path, categories)
     print('%s: %d classes' % (path, len(categories)))
